@@ -1,0 +1,12 @@
+//! Shared by the `sharpen-*` binaries: which burn backend and device a run uses, and logging setup.
+//!
+//! Architecture Invariant: this crate and the apps are the only places that name a backend type.
+//! Libraries stay generic over `B: Backend`.
+
+mod device;
+mod logging;
+
+pub use device::{CpuBackend, DeviceArg, ResolvedDevice, resolve_device};
+#[cfg(feature = "cuda")]
+pub use device::CudaBackend;
+pub use logging::init_logging;

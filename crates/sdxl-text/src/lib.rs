@@ -1,0 +1,16 @@
+//! The text side of SDXL: CLIP tokenizers, the two CLIP text encoders and SDXL prompt encoding.
+//!
+//! Backend-generic; no file or network IO (loading lives in `sharpen-weights`).
+
+pub mod clip;
+pub mod config;
+pub mod prompt;
+pub mod tokenizer;
+
+pub use clip::{ClipTextModel, ClipTextModelWithProjection, ClipTextOutput, ClipTextProjectionOutput};
+pub use config::{ClipActivation, ClipTextConfig, ClipTextConfigJson, ConfigError, EosPooling};
+pub use tokenizer::{ClipTokenizer, ClipTokenizerSources, TokenizerError};
+pub use prompt::{
+    PromptBatch, PromptEncodeOptions, PromptError, SdxlGuidanceEmbeds, SdxlPromptEmbeds, SdxlTextEncoders,
+    SdxlTokenizers,
+};

@@ -1,0 +1,23 @@
+//! The only code in the workspace that knows file formats.
+//!
+//! - safetensors files, validated before use (truncation, corrupt headers, lying offsets);
+//! - transformers / diffusers model folders: `model.safetensors` / `diffusion_pytorch_model.safetensors`,
+//!   sharded `*.safetensors.index.json`, variants such as `.fp16`;
+//! - strict loading into burn modules through burn-store's PyTorch adapter (Linear weights
+//!   transposed, norm `weight`/`bias` -> `gamma`/`beta`), with every tensor cast to the dtype of the
+//!   parameter it loads into;
+//! - `config.json` mirrors and tokenizer files.
+
+mod checkpoint;
+mod config;
+mod error;
+mod load;
+mod safetensors_file;
+pub mod text;
+
+pub use checkpoint::{Checkpoint, WeightsStem};
+pub use config::{read_config, read_json};
+pub use error::{KeyReport, WeightsError};
+pub use load::{LoadSpec, expected_keys, load_module};
+pub use safetensors::Dtype as SafetensorsDtype;
+pub use safetensors_file::{SafetensorsFile, TensorEntry};

@@ -1,0 +1,142 @@
+//! Strict loading of a checkpoint into a burn module through burn-store and its PyTorch adapter.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use burn::module::{Module, ParamId};
+use burn::tensor::backend::Backend;
+use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError};
+use regex::Regex;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{KeyReport, WeightsError};
+use crate::safetensors_file::SafetensorsFile;
+
+/// How a checkpoint's keys relate to a module's parameters.
+pub struct LoadSpec<'a> {
+    /// The model's name, for messages (`CLIPTextModel`).
+    pub model: &'a str,
+    /// Maps a checkpoint key to the module key (PyTorch naming) it loads into.
+    pub key_map: &'a dyn Fn(&str) -> String,
+    /// Mapped keys that a checkpoint may carry without the model using them (old buffers such as
+    /// `position_ids`): whole-key regular expressions.
+    pub allowed_extra: &'a [&'a str],
+}
+
+impl LoadSpec<'_> {
+    /// Checkpoint keys are module keys; no extras allowed.
+    pub fn exact(model: &str) -> LoadSpec<'_> {
+        LoadSpec { model, key_map: &|k: &str| k.to_string(), allowed_extra: &[] }
+    }
+}
+
+/// The module's parameters in checkpoint naming, with shapes in PyTorch layout.
+pub fn expected_keys<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .collect()
+}
+
+/// Loads `checkpoint` into `module`. Strict: missing, unused (beyond `spec.allowed_extra`) and
+/// shape-mismatched keys are one error listing all of them; nothing is applied then. Tensors are
+/// cast to the dtype of the parameter they load into (F16/BF16 files into an F32 model, say).
+pub fn load_module<B: Backend, M: Module<B>>(
+    mut module: M,
+    checkpoint: &Checkpoint,
+    spec: &LoadSpec<'_>,
+) -> Result<M, WeightsError> {
+    let expected: BTreeMap<String, (Vec<usize>, burn::tensor::DType)> = module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|s| (s.full_path(), (s.shape.to_vec(), s.dtype)))
+        .collect();
+    let allowed: Vec<Regex> = spec
+        .allowed_extra
+        .iter()
+        .map(|p| Regex::new(&format!("^(?:{p})$")).expect("allow-list patterns are valid regexes"))
+        .collect();
+
+    let mut report = KeyReport::default();
+    // module key -> checkpoint key
+    let mut provided: BTreeMap<String, String> = BTreeMap::new();
+    for file_key in checkpoint.keys() {
+        let key = (spec.key_map)(file_key);
+        if !expected.contains_key(&key) {
+            if !allowed.iter().any(|r| r.is_match(&key)) {
+                report.unused.push(file_key.to_string());
+            }
+            continue;
+        }
+        if let Some(previous) = provided.insert(key.clone(), file_key.to_string()) {
+            return Err(WeightsError::InvalidSafetensors {
+                path: checkpoint.describe_files().into(),
+                message: format!("keys `{previous}` and `{file_key}` both load into `{key}`"),
+            });
+        }
+    }
+    for (key, (shape, _)) in &expected {
+        match provided.get(key) {
+            None => report.missing.push(key.clone()),
+            Some(file_key) => {
+                let (path, entry) = checkpoint.entry(file_key).expect("key listed by the checkpoint");
+                if !SafetensorsFile::is_float(entry.dtype) {
+                    return Err(WeightsError::WrongDtype {
+                        path: path.to_path_buf(),
+                        key: file_key.clone(),
+                        dtype: format!("{:?}", entry.dtype),
+                    });
+                }
+                if &entry.shape != shape {
+                    report.shape_mismatch.push((file_key.clone(), shape.clone(), entry.shape.clone()));
+                }
+            }
+        }
+    }
+    if !report.is_clean() {
+        return Err(WeightsError::KeyMismatch {
+            model: spec.model.to_string(),
+            files: checkpoint.describe_files(),
+            report,
+        });
+    }
+
+    let snapshots = provided
+        .iter()
+        .map(|(key, file_key)| {
+            let (shape, dtype) = expected[key].clone();
+            let ckpt = checkpoint.clone();
+            let file_key = file_key.clone();
+            let read = move || {
+                ckpt.read(&file_key, dtype).map_err(|e| TensorSnapshotError::IoError(e.to_string()))
+            };
+            TensorSnapshot::from_closure(
+                Rc::new(read),
+                dtype,
+                shape.into(),
+                key.split('.').map(str::to_string).collect(),
+                Vec::new(),
+                ParamId::new(),
+            )
+        })
+        .collect();
+    let result = module.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    if let Some(error) = result.errors.first() {
+        return Err(WeightsError::Apply {
+            path: checkpoint.describe_files().into(),
+            key: String::new(),
+            message: error.to_string(),
+        });
+    }
+    if !result.missing.is_empty() {
+        let report = KeyReport { missing: result.missing.into_iter().map(|(k, _)| k).collect(), ..Default::default() };
+        return Err(WeightsError::KeyMismatch {
+            model: spec.model.to_string(),
+            files: checkpoint.describe_files(),
+            report,
+        });
+    }
+    tracing::debug!(model = spec.model, tensors = result.applied.len(), files = %checkpoint.describe_files(), "loaded weights");
+    Ok(module)
+}

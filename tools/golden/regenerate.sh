@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Rebuilds the Python reference venv (pinned versions) and regenerates every fixture offline.
+# About 3 GB of download and a 6 GB venv the first time (torch from PyPI brings CUDA wheels; it runs
+# on the CPU). CI never runs this: it reads the committed fixtures.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="$here/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet -r "$here/requirements.txt"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
+cd "$here"
+for script in gen_tokenizers.py gen_text_encoders.py; do
+  echo "== $script"
+  "$venv/bin/python" "$script"
+done
+du -sh "$here/../../tests/fixtures" "$here/../../assets"
