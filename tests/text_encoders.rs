@@ -4,13 +4,16 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use sdxl_text::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection, PromptBatch, PromptEncodeOptions, SdxlTextEncoders};
+use sdxl_text::{
+    ClipTextConfig, ClipTextModel, ClipTextModelWithProjection, PromptBatch, PromptEncodeOptions,
+    SdxlTextEncoders,
+};
 use serde::Deserialize;
-use sharpen_tests::{Reference, TestBackend as B, assert_close, asset, fixture};
+use sharpen_tests::{assert_close, asset, fixture, Reference, TestBackend as B};
+use sharpen_weights::expected_keys;
 use sharpen_weights::text::{
     clip_text_key, load_clip_text_model, load_clip_text_model_with_projection, load_sdxl_tokenizers,
 };
-use sharpen_weights::expected_keys;
 
 const TOL: f32 = 1e-4;
 
@@ -18,16 +21,24 @@ fn encoders() -> SdxlTextEncoders<B> {
     let device = Default::default();
     SdxlTextEncoders {
         // f32 file in the SDXL repository's layout (`text_model.` prefix, legacy position_ids buffer).
-        text_encoder: load_clip_text_model::<B>(&fixture("text/text_encoder"), None, &device).unwrap(),
-        // f16 `model.fp16.safetensors` variant, cast to f32 at load.
-        text_encoder_2: load_clip_text_model_with_projection::<B>(&fixture("text/text_encoder_2"), Some("fp16"), &device)
+        text_encoder: load_clip_text_model::<B>(&fixture("text/text_encoder"), None, &device)
             .unwrap(),
+        // f16 `model.fp16.safetensors` variant, cast to f32 at load.
+        text_encoder_2: load_clip_text_model_with_projection::<B>(
+            &fixture("text/text_encoder_2"),
+            Some("fp16"),
+            &device,
+        )
+        .unwrap(),
     }
 }
 
 fn ids(reference: &Reference, key: &str) -> Tensor<B, 2, Int> {
     let (values, shape) = reference.ids(key);
-    Tensor::from_data(TensorData::new(values, [shape[0], shape[1]]), &Default::default())
+    Tensor::from_data(
+        TensorData::new(values, [shape[0], shape[1]]),
+        &Default::default(),
+    )
 }
 
 #[test]
@@ -37,11 +48,31 @@ fn clip_text_model_matches_transformers() {
     let out = enc.forward(ids(&r, "text_encoder.input_ids"));
     assert_eq!(out.hidden_states.len(), 4);
     for (i, h) in out.hidden_states.iter().enumerate() {
-        assert_close(&format!("text_encoder hidden_states[{i}]"), h, &r.data(&format!("text_encoder.hidden_states.{i}")), TOL);
+        assert_close(
+            &format!("text_encoder hidden_states[{i}]"),
+            h,
+            &r.data(&format!("text_encoder.hidden_states.{i}")),
+            TOL,
+        );
     }
-    assert_close("text_encoder last_hidden_state", &out.last_hidden_state, &r.data("text_encoder.last_hidden_state"), TOL);
-    assert_close("text_encoder pooler_output", &out.pooled, &r.data("text_encoder.pooler_output"), TOL);
-    assert_close("text_encoder penultimate", &out.penultimate(0), &r.data("text_encoder.hidden_states.2"), TOL);
+    assert_close(
+        "text_encoder last_hidden_state",
+        &out.last_hidden_state,
+        &r.data("text_encoder.last_hidden_state"),
+        TOL,
+    );
+    assert_close(
+        "text_encoder pooler_output",
+        &out.pooled,
+        &r.data("text_encoder.pooler_output"),
+        TOL,
+    );
+    assert_close(
+        "text_encoder penultimate",
+        &out.penultimate(0),
+        &r.data("text_encoder.hidden_states.2"),
+        TOL,
+    );
 }
 
 #[test]
@@ -50,10 +81,25 @@ fn clip_text_model_with_projection_matches_transformers() {
     let enc = encoders().text_encoder_2;
     let out = enc.forward(ids(&r, "text_encoder_2.input_ids"));
     for (i, h) in out.text.hidden_states.iter().enumerate() {
-        assert_close(&format!("text_encoder_2 hidden_states[{i}]"), h, &r.data(&format!("text_encoder_2.hidden_states.{i}")), TOL);
+        assert_close(
+            &format!("text_encoder_2 hidden_states[{i}]"),
+            h,
+            &r.data(&format!("text_encoder_2.hidden_states.{i}")),
+            TOL,
+        );
     }
-    assert_close("text_encoder_2 last_hidden_state", &out.text.last_hidden_state, &r.data("text_encoder_2.last_hidden_state"), TOL);
-    assert_close("text_encoder_2 text_embeds", &out.text_embeds, &r.data("text_encoder_2.text_embeds"), TOL);
+    assert_close(
+        "text_encoder_2 last_hidden_state",
+        &out.text.last_hidden_state,
+        &r.data("text_encoder_2.last_hidden_state"),
+        TOL,
+    );
+    assert_close(
+        "text_encoder_2 text_embeds",
+        &out.text_embeds,
+        &r.data("text_encoder_2.text_embeds"),
+        TOL,
+    );
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -85,19 +131,55 @@ fn sdxl_prompt_embeddings_match_diffusers_encode_prompt() {
             clip_skip: case.clip_skip,
             force_zeros_for_empty_prompt: case.force_zeros_for_empty_prompt,
         };
-        let batch = PromptBatch { prompt: &prompt, prompt_2: prompt_2.as_deref() };
+        let batch = PromptBatch {
+            prompt: &prompt,
+            prompt_2: prompt_2.as_deref(),
+        };
         let out = encoders
-            .encode_for_guidance(&tokenizers, batch, negative.as_deref().map(PromptBatch::new), options)
+            .encode_for_guidance(
+                &tokenizers,
+                batch,
+                negative.as_deref().map(PromptBatch::new),
+                options,
+            )
             .unwrap();
-        assert_eq!(out.cond.prompt_embeds.dims(), [4, 77, 72], "{name}: 32 + 40 channels");
-        assert_close(&format!("{name} prompt_embeds"), &out.cond.prompt_embeds, &r.data(&format!("{name}.prompt_embeds")), TOL);
-        assert_close(&format!("{name} pooled"), &out.cond.pooled_prompt_embeds, &r.data(&format!("{name}.pooled_prompt_embeds")), TOL);
+        assert_eq!(
+            out.cond.prompt_embeds.dims(),
+            [4, 77, 72],
+            "{name}: 32 + 40 channels"
+        );
+        assert_close(
+            &format!("{name} prompt_embeds"),
+            &out.cond.prompt_embeds,
+            &r.data(&format!("{name}.prompt_embeds")),
+            TOL,
+        );
+        assert_close(
+            &format!("{name} pooled"),
+            &out.cond.pooled_prompt_embeds,
+            &r.data(&format!("{name}.pooled_prompt_embeds")),
+            TOL,
+        );
         let neg = r.data(&format!("{name}.negative_prompt_embeds"));
-        assert_close(&format!("{name} negative_prompt_embeds"), &out.uncond.prompt_embeds, &neg, TOL);
+        assert_close(
+            &format!("{name} negative_prompt_embeds"),
+            &out.uncond.prompt_embeds,
+            &neg,
+            TOL,
+        );
         let neg_pooled = r.data(&format!("{name}.negative_pooled_prompt_embeds"));
-        assert_close(&format!("{name} negative pooled"), &out.uncond.pooled_prompt_embeds, &neg_pooled, TOL);
+        assert_close(
+            &format!("{name} negative pooled"),
+            &out.uncond.pooled_prompt_embeds,
+            &neg_pooled,
+            TOL,
+        );
         let zeros = neg.as_slice::<f32>().unwrap().iter().all(|&x| x == 0.0);
-        assert_eq!(zeros, name == "no_negative", "{name}: only a missing negative prompt with force_zeros gives zeros");
+        assert_eq!(
+            zeros,
+            name == "no_negative",
+            "{name}: only a missing negative prompt with force_zeros gives zeros"
+        );
     }
 }
 
@@ -113,18 +195,41 @@ struct KeyList {
 fn full_size_sdxl_encoders_have_the_reference_keys_and_shapes() {
     let device = Default::default();
     let cases: [(&str, BTreeMap<String, Vec<usize>>); 2] = [
-        ("text/keys_sdxl_text_encoder.json", expected_keys::<B, _>(&ClipTextModel::<B>::new(&ClipTextConfig::sdxl_base_1_0_text_encoder(), &device))),
+        (
+            "text/keys_sdxl_text_encoder.json",
+            expected_keys::<B, _>(&ClipTextModel::<B>::new(
+                &ClipTextConfig::sdxl_base_1_0_text_encoder(),
+                &device,
+            )),
+        ),
         (
             "text/keys_sdxl_text_encoder_2.json",
-            expected_keys::<B, _>(&ClipTextModelWithProjection::<B>::new(&ClipTextConfig::sdxl_base_1_0_text_encoder_2(), &device)),
+            expected_keys::<B, _>(&ClipTextModelWithProjection::<B>::new(
+                &ClipTextConfig::sdxl_base_1_0_text_encoder_2(),
+                &device,
+            )),
         ),
     ];
     for (file, ours) in cases {
-        let list: KeyList = serde_json::from_str(&std::fs::read_to_string(fixture(file)).unwrap()).unwrap();
-        let reference: BTreeMap<String, Vec<usize>> = list.keys.into_iter().map(|(k, s)| (clip_text_key(&k), s)).collect();
-        let missing: Vec<_> = reference.keys().filter(|k| !ours.contains_key(*k)).collect();
-        let extra: Vec<_> = ours.keys().filter(|k| !reference.contains_key(*k)).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "{file}: missing {missing:?}, extra {extra:?}");
+        let list: KeyList =
+            serde_json::from_str(&std::fs::read_to_string(fixture(file)).unwrap()).unwrap();
+        let reference: BTreeMap<String, Vec<usize>> = list
+            .keys
+            .into_iter()
+            .map(|(k, s)| (clip_text_key(&k), s))
+            .collect();
+        let missing: Vec<_> = reference
+            .keys()
+            .filter(|k| !ours.contains_key(*k))
+            .collect();
+        let extra: Vec<_> = ours
+            .keys()
+            .filter(|k| !reference.contains_key(*k))
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{file}: missing {missing:?}, extra {extra:?}"
+        );
         for (k, shape) in &reference {
             assert_eq!(&ours[k], shape, "{file}: shape of {k}");
         }

@@ -11,7 +11,10 @@ pub type TestBackend = burn::backend::Flex;
 
 /// Root of the workspace.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// `tests/fixtures/<rel>`.
@@ -37,17 +40,32 @@ impl Reference {
     }
 
     pub fn data(&self, key: &str) -> TensorData {
-        self.checkpoint.read(key, DType::F32).unwrap_or_else(|e| panic!("reference tensor {key}: {e}"))
+        self.checkpoint
+            .read(key, DType::F32)
+            .unwrap_or_else(|e| panic!("reference tensor {key}: {e}"))
     }
 
     pub fn shape(&self, key: &str) -> Vec<usize> {
-        self.checkpoint.entry(key).unwrap_or_else(|| panic!("no reference tensor {key}")).1.shape.clone()
+        self.checkpoint
+            .entry(key)
+            .unwrap_or_else(|| panic!("no reference tensor {key}"))
+            .1
+            .shape
+            .clone()
     }
 
     /// Integer tensor (token ids) as i64 values.
     pub fn ids(&self, key: &str) -> (Vec<i64>, Vec<usize>) {
-        let (path, entry) = self.checkpoint.entry(key).unwrap_or_else(|| panic!("no reference tensor {key}"));
-        assert_eq!(entry.dtype, safetensors_dtype_i64(), "{key} in {} is not I64", path.display());
+        let (path, entry) = self
+            .checkpoint
+            .entry(key)
+            .unwrap_or_else(|| panic!("no reference tensor {key}"));
+        assert_eq!(
+            entry.dtype,
+            safetensors_dtype_i64(),
+            "{key} in {} is not I64",
+            path.display()
+        );
         let bytes = std::fs::read(path).expect("reference file");
         let values = bytes[entry.start..entry.end]
             .chunks_exact(8)
@@ -62,19 +80,34 @@ fn safetensors_dtype_i64() -> sharpen_weights::SafetensorsDtype {
 }
 
 /// Largest absolute difference between `actual` and the reference; panics on a shape mismatch.
-pub fn max_abs_diff<B: Backend, const D: usize>(actual: &Tensor<B, D>, expected: &TensorData) -> f32 {
+pub fn max_abs_diff<B: Backend, const D: usize>(
+    actual: &Tensor<B, D>,
+    expected: &TensorData,
+) -> f32 {
     let actual = actual.to_data().convert::<f32>();
     assert_eq!(actual.shape, expected.shape, "shape mismatch");
     let a = actual.as_slice::<f32>().expect("f32 data");
     let e = expected.as_slice::<f32>().expect("f32 data");
-    a.iter().zip(e).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+    a.iter()
+        .zip(e)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
 
 /// Asserts `max |actual - expected| <= tol` and that the reference is not trivially zero (unless
 /// `allow_zero`), printing the difference.
-pub fn assert_close<B: Backend, const D: usize>(what: &str, actual: &Tensor<B, D>, expected: &TensorData, tol: f32) {
+pub fn assert_close<B: Backend, const D: usize>(
+    what: &str,
+    actual: &Tensor<B, D>,
+    expected: &TensorData,
+    tol: f32,
+) {
     let diff = max_abs_diff(actual, expected);
-    let scale = expected.as_slice::<f32>().expect("f32").iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = expected
+        .as_slice::<f32>()
+        .expect("f32")
+        .iter()
+        .fold(0.0f32, |m, x| m.max(x.abs()));
     println!("{what}: max abs diff {diff:.3e} (reference max |x| {scale:.3})");
     assert!(diff <= tol, "{what}: max abs diff {diff:e} > {tol:e}");
 }

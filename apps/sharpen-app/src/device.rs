@@ -31,7 +31,9 @@ impl FromStr for DeviceArg {
                     .parse()
                     .map(Self::Cuda)
                     .map_err(|_| format!("invalid CUDA device ordinal in `{s}`: expected cuda:N")),
-                None => Err(format!("unknown device `{s}`: expected cpu, cuda or cuda:N")),
+                None => Err(format!(
+                    "unknown device `{s}`: expected cpu, cuda or cuda:N"
+                )),
             },
         }
     }
@@ -72,7 +74,9 @@ pub fn resolve_device(requested: DeviceArg) -> ResolvedDevice {
         DeviceArg::Cuda(index) => match cuda_unavailable_reason(index) {
             None => cuda_device(index),
             Some(reason) => {
-                tracing::warn!("--device {requested} requested but {reason}; falling back to the CPU");
+                tracing::warn!(
+                    "--device {requested} requested but {reason}; falling back to the CPU"
+                );
                 ResolvedDevice::Cpu
             }
         },
@@ -128,7 +132,10 @@ mod tests {
         assert_eq!("cuda:3".parse::<DeviceArg>(), Ok(DeviceArg::Cuda(3)));
         let err = "tpu".parse::<DeviceArg>().unwrap_err();
         assert!(err.contains("tpu") && err.contains("cpu, cuda"), "{err}");
-        assert!("cuda:x".parse::<DeviceArg>().unwrap_err().contains("cuda:x"));
+        assert!("cuda:x"
+            .parse::<DeviceArg>()
+            .unwrap_err()
+            .contains("cuda:x"));
     }
 
     #[test]

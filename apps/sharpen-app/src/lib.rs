@@ -6,7 +6,7 @@
 mod device;
 mod logging;
 
-pub use device::{CpuBackend, DeviceArg, ResolvedDevice, resolve_device};
 #[cfg(feature = "cuda")]
 pub use device::CudaBackend;
+pub use device::{resolve_device, CpuBackend, DeviceArg, ResolvedDevice};
 pub use logging::init_logging;

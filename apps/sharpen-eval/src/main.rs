@@ -1,7 +1,7 @@
 //! `sharpen-eval`: Evaluate checkpoints with the reward zoo on prompt benchmarks.
 
 use clap::Parser;
-use sharpen_app::{DeviceArg, init_logging, resolve_device};
+use sharpen_app::{init_logging, resolve_device, DeviceArg};
 
 /// Evaluate checkpoints with the reward zoo on prompt benchmarks.
 #[derive(Debug, Parser)]

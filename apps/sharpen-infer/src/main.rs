@@ -1,7 +1,7 @@
 //! `sharpen-infer`: Generate images with SDXL or a sharpened checkpoint.
 
 use clap::Parser;
-use sharpen_app::{DeviceArg, init_logging, resolve_device};
+use sharpen_app::{init_logging, resolve_device, DeviceArg};
 
 /// Generate images with SDXL or a sharpened checkpoint.
 #[derive(Debug, Parser)]
@@ -18,5 +18,7 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     let device = resolve_device(args.device);
     tracing::info!("device: {}", device.describe());
-    anyhow::bail!("sharpen-infer has no job yet: it lands with issue #4 (pipeline and sharpen-infer)")
+    anyhow::bail!(
+        "sharpen-infer has no job yet: it lands with issue #4 (pipeline and sharpen-infer)"
+    )
 }

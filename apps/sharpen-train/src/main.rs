@@ -1,7 +1,7 @@
 //! `sharpen-train`: Fine-tune SDXL with Diffusion-Sharpening (SFT and RLHF), standard fine-tuning and baselines.
 
 use clap::Parser;
-use sharpen_app::{DeviceArg, init_logging, resolve_device};
+use sharpen_app::{init_logging, resolve_device, DeviceArg};
 
 /// Fine-tune SDXL with Diffusion-Sharpening (SFT and RLHF), standard fine-tuning and baselines.
 #[derive(Debug, Parser)]

@@ -31,17 +31,27 @@ impl<B: Backend> ClipAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
-        let heads = |t: Tensor<B, 3>| t.reshape([batch, seq, self.num_heads, head_dim]).swap_dims(1, 2);
+        let heads = |t: Tensor<B, 3>| {
+            t.reshape([batch, seq, self.num_heads, head_dim])
+                .swap_dims(1, 2)
+        };
         let q = heads(self.q_proj.forward(x.clone()));
         let k = heads(self.k_proj.forward(x.clone()));
         let v = heads(self.v_proj.forward(x));
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar((head_dim as f64).powf(-0.5));
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar((head_dim as f64).powf(-0.5));
         let scores = match mask {
-            Some(mask) => scores.mask_fill(mask.unsqueeze::<4>().expand([batch, self.num_heads, seq, seq]), f32::NEG_INFINITY),
+            Some(mask) => scores.mask_fill(
+                mask.unsqueeze::<4>()
+                    .expand([batch, self.num_heads, seq, seq]),
+                f32::NEG_INFINITY,
+            ),
             None => scores,
         };
         let out = softmax(scores, 3).matmul(v);
-        self.out_proj.forward(out.swap_dims(1, 2).reshape([batch, seq, hidden]))
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([batch, seq, hidden]))
     }
 }
 
@@ -109,7 +119,11 @@ impl<B: Backend> ClipTextOutput<B> {
     /// `skip = k` goes `k` layers further back (diffusers' `clip_skip`).
     pub fn penultimate(&self, skip: usize) -> Tensor<B, 3> {
         let n = self.hidden_states.len();
-        assert!(skip + 2 <= n, "clip_skip {skip} is too large for an encoder with {} layers", n - 1);
+        assert!(
+            skip + 2 <= n,
+            "clip_skip {skip} is too large for an encoder with {} layers",
+            n - 1
+        );
         self.hidden_states[n - 2 - skip].clone()
     }
 }
@@ -117,7 +131,11 @@ impl<B: Backend> ClipTextOutput<B> {
 impl<B: Backend> ClipTextTransformer<B> {
     fn new(config: &ClipTextConfig, device: &B::Device) -> Self {
         let h = config.hidden_size;
-        let norm = || LayerNormConfig::new(h).with_epsilon(config.layer_norm_eps).init(device);
+        let norm = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device)
+        };
         let linear = |i, o| LinearConfig::new(i, o).init(device);
         let layers = (0..config.num_layers)
             .map(|_| ClipEncoderLayer {
@@ -153,8 +171,15 @@ impl<B: Backend> ClipTextTransformer<B> {
         let [batch, seq] = input_ids.dims();
         let device = input_ids.device();
         let max_positions = self.embeddings.position_embedding.weight.dims()[0];
-        assert!(seq <= max_positions, "sequence of {seq} tokens exceeds max_position_embeddings {max_positions}");
-        let ids_host: Vec<i64> = input_ids.to_data().convert::<i64>().into_vec().expect("int token ids");
+        assert!(
+            seq <= max_positions,
+            "sequence of {seq} tokens exceeds max_position_embeddings {max_positions}"
+        );
+        let ids_host: Vec<i64> = input_ids
+            .to_data()
+            .convert::<i64>()
+            .into_vec()
+            .expect("int token ids");
 
         let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
         let mut h = self.embeddings.token_embedding.forward(input_ids)
@@ -169,13 +194,24 @@ impl<B: Backend> ClipTextTransformer<B> {
         }
         let last_hidden_state = self.final_layer_norm.forward(h);
 
-        let eos_positions: Vec<i64> = ids_host.chunks(seq).map(|ids| eos_position(ids, self.pooling) as i64).collect();
+        let eos_positions: Vec<i64> = ids_host
+            .chunks(seq)
+            .map(|ids| eos_position(ids, self.pooling) as i64)
+            .collect();
         let hidden = last_hidden_state.dims()[2];
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(eos_positions, [batch]), &device)
-            .reshape([batch, 1, 1])
-            .expand([batch, 1, hidden]);
-        let pooled = last_hidden_state.clone().gather(1, index).reshape([batch, hidden]);
-        ClipTextOutput { hidden_states, last_hidden_state, pooled }
+        let index =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(eos_positions, [batch]), &device)
+                .reshape([batch, 1, 1])
+                .expand([batch, 1, hidden]);
+        let pooled = last_hidden_state
+            .clone()
+            .gather(1, index)
+            .reshape([batch, hidden]);
+        ClipTextOutput {
+            hidden_states,
+            last_hidden_state,
+            pooled,
+        }
     }
 }
 
@@ -204,7 +240,9 @@ pub struct ClipTextModel<B: Backend> {
 
 impl<B: Backend> ClipTextModel<B> {
     pub fn new(config: &ClipTextConfig, device: &B::Device) -> Self {
-        Self { text_model: ClipTextTransformer::new(config, device) }
+        Self {
+            text_model: ClipTextTransformer::new(config, device),
+        }
     }
 
     /// input_ids: [batch, seq]. `pooled` is the EOS state after `final_layer_norm`: [batch, hidden].
@@ -233,10 +271,14 @@ impl<B: Backend> ClipTextModelWithProjection<B> {
     /// Panics when `config.projection_dim` is `None`; validated configs built from a
     /// `CLIPTextModelWithProjection` folder always have it.
     pub fn new(config: &ClipTextConfig, device: &B::Device) -> Self {
-        let projection_dim = config.projection_dim.expect("CLIPTextModelWithProjection needs projection_dim");
+        let projection_dim = config
+            .projection_dim
+            .expect("CLIPTextModelWithProjection needs projection_dim");
         Self {
             text_model: ClipTextTransformer::new(config, device),
-            text_projection: LinearConfig::new(config.hidden_size, projection_dim).with_bias(false).init(device),
+            text_projection: LinearConfig::new(config.hidden_size, projection_dim)
+                .with_bias(false)
+                .init(device),
         }
     }
 

@@ -66,7 +66,10 @@ pub struct ConfigError {
 }
 
 fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { field, message: message.into() }
+    ConfigError {
+        field,
+        message: message.into(),
+    }
 }
 
 impl TryFrom<ClipTextConfigJson> for ClipTextConfig {
@@ -77,7 +80,10 @@ impl TryFrom<ClipTextConfigJson> for ClipTextConfig {
             "quick_gelu" => ClipActivation::QuickGelu,
             "gelu" => ClipActivation::Gelu,
             other => {
-                return Err(bad("hidden_act", format!("`{other}` is not supported (expected quick_gelu or gelu)")));
+                return Err(bad(
+                    "hidden_act",
+                    format!("`{other}` is not supported (expected quick_gelu or gelu)"),
+                ));
             }
         };
         let pooling = match j.eos_token_id.unwrap_or(49407) {
@@ -153,14 +159,20 @@ impl ClipTextConfig {
                 return Err(bad(field, "must be at least 1"));
             }
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(bad(
                 "num_attention_heads",
-                format!("hidden_size {} is not divisible by {} heads", self.hidden_size, self.num_heads),
+                format!(
+                    "hidden_size {} is not divisible by {} heads",
+                    self.hidden_size, self.num_heads
+                ),
             ));
         }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
-            return Err(bad("layer_norm_eps", format!("must be a positive number, got {}", self.layer_norm_eps)));
+            return Err(bad(
+                "layer_norm_eps",
+                format!("must be a positive number, got {}", self.layer_norm_eps),
+            ));
         }
         if self.projection_dim == Some(0) {
             return Err(bad("projection_dim", "must be at least 1"));
@@ -181,7 +193,8 @@ mod tests {
     }
 
     fn parse(extra: &str) -> Result<ClipTextConfig, String> {
-        let j: ClipTextConfigJson = serde_json::from_str(&json(extra)).map_err(|e| e.to_string())?;
+        let j: ClipTextConfigJson =
+            serde_json::from_str(&json(extra)).map_err(|e| e.to_string())?;
         ClipTextConfig::try_from(j).map_err(|e| e.to_string())
     }
 
@@ -193,7 +206,9 @@ mod tests {
         let c = parse(r#", "hidden_act": "quick_gelu""#).unwrap();
         assert_eq!(c.pooling, EosPooling::FirstToken(49407));
         assert!(parse("").unwrap_err().contains("hidden_act"));
-        assert!(parse(r#", "hidden_act": "relu""#).unwrap_err().contains("`hidden_act`"));
+        assert!(parse(r#", "hidden_act": "relu""#)
+            .unwrap_err()
+            .contains("`hidden_act`"));
         let err = parse(r#", "hidden_act": "gelu", "num_attention_heads": 3"#);
         assert!(err.is_err()); // duplicate key in JSON is an error too
     }
@@ -206,6 +221,8 @@ mod tests {
         let mut c = ClipTextConfig::sdxl_base_1_0_text_encoder_2();
         c.layer_norm_eps = -1.0;
         assert_eq!(c.validate().unwrap_err().field, "layer_norm_eps");
-        assert!(ClipTextConfig::sdxl_base_1_0_text_encoder_2().validate().is_ok());
+        assert!(ClipTextConfig::sdxl_base_1_0_text_encoder_2()
+            .validate()
+            .is_ok());
     }
 }

@@ -7,10 +7,12 @@ pub mod config;
 pub mod prompt;
 pub mod tokenizer;
 
-pub use clip::{ClipTextModel, ClipTextModelWithProjection, ClipTextOutput, ClipTextProjectionOutput};
-pub use config::{ClipActivation, ClipTextConfig, ClipTextConfigJson, ConfigError, EosPooling};
-pub use tokenizer::{ClipTokenizer, ClipTokenizerSources, TokenizerError};
-pub use prompt::{
-    PromptBatch, PromptEncodeOptions, PromptError, SdxlGuidanceEmbeds, SdxlPromptEmbeds, SdxlTextEncoders,
-    SdxlTokenizers,
+pub use clip::{
+    ClipTextModel, ClipTextModelWithProjection, ClipTextOutput, ClipTextProjectionOutput,
 };
+pub use config::{ClipActivation, ClipTextConfig, ClipTextConfigJson, ConfigError, EosPooling};
+pub use prompt::{
+    PromptBatch, PromptEncodeOptions, PromptError, SdxlGuidanceEmbeds, SdxlPromptEmbeds,
+    SdxlTextEncoders, SdxlTokenizers,
+};
+pub use tokenizer::{ClipTokenizer, ClipTokenizerSources, TokenizerError};

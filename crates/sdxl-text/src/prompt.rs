@@ -32,7 +32,10 @@ pub struct PromptBatch<'a> {
 
 impl<'a> PromptBatch<'a> {
     pub fn new(prompt: &'a [&'a str]) -> Self {
-        Self { prompt, prompt_2: None }
+        Self {
+            prompt,
+            prompt_2: None,
+        }
     }
 }
 
@@ -66,7 +69,10 @@ pub struct PromptEncodeOptions {
 impl Default for PromptEncodeOptions {
     /// SDXL base 1.0's pipeline settings.
     fn default() -> Self {
-        Self { clip_skip: None, force_zeros_for_empty_prompt: true }
+        Self {
+            clip_skip: None,
+            force_zeros_for_empty_prompt: true,
+        }
     }
 }
 
@@ -75,7 +81,11 @@ pub enum PromptError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error("prompt batch has {prompt} prompts but {field} has {other}")]
-    BatchMismatch { field: &'static str, prompt: usize, other: usize },
+    BatchMismatch {
+        field: &'static str,
+        prompt: usize,
+        other: usize,
+    },
     #[error("clip_skip {clip_skip} is too large for text encoders with {layers} layers")]
     ClipSkip { clip_skip: usize, layers: usize },
 }
@@ -107,7 +117,10 @@ impl<B: Backend> SdxlTextEncoders<B> {
         let layers = self.text_encoder.text_model.encoder.layers.len();
         let layers_2 = self.text_encoder_2.text_model.encoder.layers.len();
         if skip + 1 > layers.min(layers_2) {
-            return Err(PromptError::ClipSkip { clip_skip: skip, layers: layers.min(layers_2) });
+            return Err(PromptError::ClipSkip {
+                clip_skip: skip,
+                layers: layers.min(layers_2),
+            });
         }
         let device = self.text_encoder.text_model.final_layer_norm.gamma.device();
         let ids_1 = ids_tensor::<B>(tokenizers.tokenizer.encode_batch(batch.prompt)?, &device);
@@ -115,7 +128,10 @@ impl<B: Backend> SdxlTextEncoders<B> {
         let out_1 = self.text_encoder.forward(ids_1);
         let out_2 = self.text_encoder_2.forward(ids_2);
         Ok(SdxlPromptEmbeds {
-            prompt_embeds: Tensor::cat(vec![out_1.penultimate(skip), out_2.text.penultimate(skip)], 2),
+            prompt_embeds: Tensor::cat(
+                vec![out_1.penultimate(skip), out_2.text.penultimate(skip)],
+                2,
+            ),
             pooled_prompt_embeds: out_2.text_embeds,
         })
     }

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::{BPE, Merges, Vocab};
-use tokenizers::normalizers::{Lowercase, NFC, Replace, Sequence as NormalizerSequence};
+use tokenizers::models::bpe::{Merges, Vocab, BPE};
+use tokenizers::normalizers::{Lowercase, Replace, Sequence as NormalizerSequence, NFC};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
@@ -27,7 +27,8 @@ use tokenizers::{
 };
 
 /// CLIP's pre-tokenisation regex (transformers 5 `CLIPTokenizer`).
-const CLIP_SPLIT_REGEX: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_SPLIT_REGEX: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 pub const CLIP_BOS: &str = "<|startoftext|>";
 pub const CLIP_EOS: &str = "<|endoftext|>";
@@ -45,7 +46,10 @@ pub enum TokenizerError {
 }
 
 fn invalid(file: &str, message: impl Into<String>) -> TokenizerError {
-    TokenizerError::InvalidFile { file: file.to_string(), message: message.into() }
+    TokenizerError::InvalidFile {
+        file: file.to_string(),
+        message: message.into(),
+    }
 }
 
 fn backend(e: impl std::fmt::Display) -> TokenizerError {
@@ -109,6 +113,43 @@ struct SpecialTokensFile {
     added_tokens_decoder: BTreeMap<String, AddedTokenSpec>,
 }
 
+/// Special tokens and length resolved from `tokenizer_config.json`, then `special_tokens_map.json`,
+/// then CLIP's defaults.
+#[derive(Debug, Clone)]
+struct SpecialTokens {
+    bos: String,
+    eos: String,
+    unk: String,
+    pad: String,
+    max_length: usize,
+}
+
+impl SpecialTokens {
+    fn resolve(
+        config: &SpecialTokensFile,
+        special_tokens_map_json: Option<&str>,
+    ) -> Result<Self, TokenizerError> {
+        let map = parse_special("special_tokens_map.json", special_tokens_map_json)?;
+        let pick = |a: &Option<TokenSpec>, b: &Option<TokenSpec>, default: &str| {
+            a.as_ref()
+                .or(b.as_ref())
+                .map_or(default.to_string(), |t| t.content().to_string())
+        };
+        let max_length = match config.model_max_length.or(map.model_max_length) {
+            // transformers writes a huge sentinel when no limit is set.
+            Some(n) if (1.0..=1e6).contains(&n) => n as usize,
+            _ => CLIP_MAX_LENGTH,
+        };
+        Ok(Self {
+            bos: pick(&config.bos_token, &map.bos_token, CLIP_BOS),
+            eos: pick(&config.eos_token, &map.eos_token, CLIP_EOS),
+            unk: pick(&config.unk_token, &map.unk_token, CLIP_EOS),
+            pad: pick(&config.pad_token, &map.pad_token, CLIP_EOS),
+            max_length,
+        })
+    }
+}
+
 /// A CLIP tokenizer that returns fixed-length id sequences (BOS, tokens, EOS, padding).
 #[derive(Debug, Clone)]
 pub struct ClipTokenizer {
@@ -125,23 +166,33 @@ impl ClipTokenizer {
     pub fn from_sources(src: ClipTokenizerSources<'_>) -> Result<Self, TokenizerError> {
         let vocab_map: BTreeMap<String, u32> = serde_json::from_str(src.vocab_json)
             .map_err(|e| invalid("vocab.json", format!("not a token -> id JSON object: {e}")))?;
-        let vocab: Vocab = vocab_map.into_iter().collect();
+        let vocab: Vocab = vocab_map.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let merges = parse_merges(src.merges_txt)?;
 
         let config = parse_special("tokenizer_config.json", src.tokenizer_config_json)?;
-        let map = parse_special("special_tokens_map.json", src.special_tokens_map_json)?;
-        let pick = |a: &Option<TokenSpec>, b: &Option<TokenSpec>, default: &str| {
-            a.as_ref().or(b.as_ref()).map_or(default.to_string(), |t| t.content().to_string())
-        };
-        let bos = pick(&config.bos_token, &map.bos_token, CLIP_BOS);
-        let eos = pick(&config.eos_token, &map.eos_token, CLIP_EOS);
-        let unk = pick(&config.unk_token, &map.unk_token, CLIP_EOS);
-        let pad = pick(&config.pad_token, &map.pad_token, CLIP_EOS);
-        let max_length = match config.model_max_length.or(map.model_max_length) {
-            // transformers writes a huge sentinel when no limit is set.
-            Some(n) if n >= 1.0 && n <= 1e6 => n as usize,
-            _ => CLIP_MAX_LENGTH,
-        };
+        let SpecialTokens {
+            bos,
+            eos,
+            unk,
+            pad,
+            max_length,
+        } = SpecialTokens::resolve(&config, src.special_tokens_map_json)?;
+
+        // Special tokens must be real vocabulary entries: adding one would grow the id range past
+        // the text encoder's embedding table.
+        for (token, role) in [
+            (&bos, "bos_token"),
+            (&eos, "eos_token"),
+            (&unk, "unk_token"),
+            (&pad, "pad_token"),
+        ] {
+            if !vocab_map.contains_key(token.as_str()) {
+                return Err(TokenizerError::MissingSpecialToken {
+                    token: token.clone(),
+                    role,
+                });
+            }
+        }
 
         let model = BPE::builder()
             .vocab_and_merges(vocab, merges)
@@ -155,9 +206,12 @@ impl ClipTokenizer {
         let mut inner = Tokenizer::new(model);
         let normalizer = NormalizerSequence::new(vec![
             NFC.into(),
-            Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
-                .map_err(backend)?
-                .into(),
+            Replace::new(
+                tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+                " ",
+            )
+            .map_err(backend)?
+            .into(),
             Lowercase.into(),
         ]);
         inner.with_normalizer(Some(normalizer)).map_err(backend)?;
@@ -196,17 +250,31 @@ impl ClipTokenizer {
         Self::finish(inner, &bos, &eos, &pad, max_length)
     }
 
-    /// Builds the tokenizer from a `tokenizer.json` (its model, normaliser and pre-tokeniser are
-    /// used as written); `pad_token` and `max_length` follow the folder's config.
+    /// Builds the tokenizer from a `tokenizer.json` (its model, normaliser, pre-tokeniser and added
+    /// tokens are used as written); special tokens and length come from the folder's config files,
+    /// with the same defaults as [`Self::from_sources`].
     pub fn from_tokenizer_json(
         tokenizer_json: &str,
-        pad_token: &str,
-        max_length: usize,
+        tokenizer_config_json: Option<&str>,
+        special_tokens_map_json: Option<&str>,
     ) -> Result<Self, TokenizerError> {
         let inner: Tokenizer = tokenizer_json
             .parse()
             .map_err(|e| invalid("tokenizer.json", format!("cannot be parsed: {e}")))?;
-        Self::finish(inner, CLIP_BOS, CLIP_EOS, pad_token, max_length)
+        let config = parse_special("tokenizer_config.json", tokenizer_config_json)?;
+        let special = SpecialTokens::resolve(&config, special_tokens_map_json)?;
+        Self::finish(
+            inner,
+            &special.bos,
+            &special.eos,
+            &special.pad,
+            special.max_length,
+        )
+    }
+
+    /// The whole tokenizer (model, pipeline, padding, truncation) as `tokenizer.json` text.
+    pub fn to_tokenizer_json(&self) -> Result<String, TokenizerError> {
+        self.inner.to_string(false).map_err(backend)
     }
 
     fn finish(
@@ -217,10 +285,12 @@ impl ClipTokenizer {
         max_length: usize,
     ) -> Result<Self, TokenizerError> {
         let id = |tok: &str, role| {
-            inner.token_to_id(tok).ok_or_else(|| TokenizerError::MissingSpecialToken {
-                token: tok.to_string(),
-                role,
-            })
+            inner
+                .token_to_id(tok)
+                .ok_or_else(|| TokenizerError::MissingSpecialToken {
+                    token: tok.to_string(),
+                    role,
+                })
         };
         let bos_id = id(bos, "bos_token")?;
         let eos_id = id(eos, "eos_token")?;
@@ -246,7 +316,13 @@ impl ClipTokenizer {
             pad_type_id: 0,
             pad_token: pad.to_string(),
         }));
-        Ok(Self { inner, bos_id, eos_id, pad_id, max_length })
+        Ok(Self {
+            inner,
+            bos_id,
+            eos_id,
+            pad_id,
+            max_length,
+        })
     }
 
     /// Token ids of one prompt: BOS, at most `max_length - 2` tokens, EOS, padding; always
@@ -296,7 +372,10 @@ fn parse_merges(text: &str) -> Result<Merges, TokenizerError> {
             _ => {
                 return Err(invalid(
                     "merges.txt",
-                    format!("line {}: expected two space-separated symbols, found `{line}`", i + 1),
+                    format!(
+                        "line {}: expected two space-separated symbols, found `{line}`",
+                        i + 1
+                    ),
                 ));
             }
         }
@@ -341,7 +420,7 @@ mod tests {
     fn bang_pad_token_is_special() {
         let t1 = toy("<|endoftext|>", None).unwrap();
         let t2 = toy("!", None).unwrap();
-        assert_eq!(t1.encode("a!").unwrap(), vec![7, 1, 6, 8, 8, 8]);
+        assert_eq!(t1.encode("a!").unwrap(), vec![7, 3, 6, 8, 8, 8]);
         assert_eq!(t2.encode("a!").unwrap(), vec![7, 3, 0, 8, 0, 0]);
         assert_eq!(t2.pad_id(), 0);
     }

@@ -56,8 +56,12 @@ impl Checkpoint {
     /// Opens a sharded checkpoint from its `*.safetensors.index.json`: every shard it names, and
     /// checks that the index and the shards agree key for key.
     pub fn open_index(index_path: &Path) -> Result<Self, WeightsError> {
-        let text = std::fs::read_to_string(index_path).map_err(|e| WeightsError::io(index_path, e))?;
-        let invalid = |message: String| WeightsError::InvalidIndex { path: index_path.to_path_buf(), message };
+        let text =
+            std::fs::read_to_string(index_path).map_err(|e| WeightsError::io(index_path, e))?;
+        let invalid = |message: String| WeightsError::InvalidIndex {
+            path: index_path.to_path_buf(),
+            message,
+        };
         let index: ShardIndex = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let mut shard_names: Vec<&String> = index.weight_map.values().collect();
@@ -70,29 +74,54 @@ impl Checkpoint {
         let checkpoint = Self::from_files(files)?;
         for (key, shard) in &index.weight_map {
             match checkpoint.inner.keys.get(key) {
-                Some(&i) if checkpoint.inner.files[i].path.file_name().is_some_and(|f| f == shard.as_str()) => {}
+                Some(&i)
+                    if checkpoint.inner.files[i]
+                        .path
+                        .file_name()
+                        .is_some_and(|f| f == shard.as_str()) => {}
                 Some(&i) => {
                     return Err(invalid(format!(
                         "key `{key}` is listed in {shard} but stored in {}",
                         checkpoint.inner.files[i].path.display()
                     )));
                 }
-                None => return Err(invalid(format!("key `{key}` is listed in {shard} but no shard holds it"))),
+                None => {
+                    return Err(invalid(format!(
+                        "key `{key}` is listed in {shard} but no shard holds it"
+                    )))
+                }
             }
         }
-        if let Some(extra) = checkpoint.inner.keys.keys().find(|k| !index.weight_map.contains_key(*k)) {
-            return Err(invalid(format!("key `{extra}` is in a shard but not in the index")));
+        if let Some(extra) = checkpoint
+            .inner
+            .keys
+            .keys()
+            .find(|k| !index.weight_map.contains_key(*k))
+        {
+            return Err(invalid(format!(
+                "key `{extra}` is in a shard but not in the index"
+            )));
         }
         Ok(checkpoint)
     }
 
     /// Finds and opens the weights of a transformers or diffusers model folder:
     /// `{stem}[.{variant}].safetensors`, else the sharded `{stem}.safetensors.index[.{variant}].json`.
-    pub fn open_folder(dir: &Path, stem: WeightsStem, variant: Option<&str>) -> Result<Self, WeightsError> {
+    pub fn open_folder(
+        dir: &Path,
+        stem: WeightsStem,
+        variant: Option<&str>,
+    ) -> Result<Self, WeightsError> {
         let stem = stem.as_str();
         let (single, index) = match variant {
-            None => (format!("{stem}.safetensors"), format!("{stem}.safetensors.index.json")),
-            Some(v) => (format!("{stem}.{v}.safetensors"), format!("{stem}.safetensors.index.{v}.json")),
+            None => (
+                format!("{stem}.safetensors"),
+                format!("{stem}.safetensors.index.json"),
+            ),
+            Some(v) => (
+                format!("{stem}.{v}.safetensors"),
+                format!("{stem}.safetensors.index.{v}.json"),
+            ),
         };
         if dir.join(&single).is_file() {
             return Self::open_file(&dir.join(single));
@@ -101,7 +130,9 @@ impl Checkpoint {
             return Self::open_index(&dir.join(index));
         }
         if !dir.is_dir() {
-            return Err(WeightsError::NotFound { path: dir.to_path_buf() });
+            return Err(WeightsError::NotFound {
+                path: dir.to_path_buf(),
+            });
         }
         let present: Vec<String> = std::fs::read_dir(dir)
             .map_err(|e| WeightsError::io(dir, e))?
@@ -111,9 +142,16 @@ impl Checkpoint {
         let hint = if present.is_empty() {
             String::new()
         } else {
-            format!(" (the folder has: {}; a variant such as fp16 selects `{stem}.fp16.safetensors`)", present.join(", "))
+            format!(
+                " (the folder has: {}; a variant such as fp16 selects `{stem}.fp16.safetensors`)",
+                present.join(", ")
+            )
         };
-        Err(WeightsError::NoWeights { dir: dir.to_path_buf(), looked_for: format!("{single} and {index}"), hint })
+        Err(WeightsError::NoWeights {
+            dir: dir.to_path_buf(),
+            looked_for: format!("{single} and {index}"),
+            hint,
+        })
     }
 
     fn from_files(files: Vec<SafetensorsFile>) -> Result<Self, WeightsError> {
@@ -128,7 +166,9 @@ impl Checkpoint {
                 }
             }
         }
-        Ok(Self { inner: Rc::new(Inner { files, keys }) })
+        Ok(Self {
+            inner: Rc::new(Inner { files, keys }),
+        })
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
@@ -157,7 +197,9 @@ impl Checkpoint {
         match self.inner.files.as_slice() {
             [] => "(no files)".to_string(),
             [one] => one.path.display().to_string(),
-            [first, rest @ ..] => format!("{} and {} more shard(s)", first.path.display(), rest.len()),
+            [first, rest @ ..] => {
+                format!("{} and {} more shard(s)", first.path.display(), rest.len())
+            }
         }
     }
 

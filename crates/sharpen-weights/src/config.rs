@@ -10,7 +10,10 @@ use crate::error::WeightsError;
 /// the wrong type is an error naming the file (and serde's message names the field).
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, WeightsError> {
     let text = std::fs::read_to_string(path).map_err(|e| WeightsError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| WeightsError::InvalidConfig { path: path.to_path_buf(), message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| WeightsError::InvalidConfig {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Reads a config mirror and converts it into its validated form; validation errors name the file.
@@ -21,5 +24,8 @@ where
     E: std::fmt::Display,
 {
     let mirror: J = read_json(path)?;
-    C::try_from(mirror).map_err(|e| WeightsError::InvalidConfig { path: path.to_path_buf(), message: e.to_string() })
+    C::try_from(mirror).map_err(|e| WeightsError::InvalidConfig {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }

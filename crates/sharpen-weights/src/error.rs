@@ -8,13 +8,24 @@ pub enum WeightsError {
     #[error("{}: file not found", path.display())]
     NotFound { path: PathBuf },
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: no weights file found; looked for {looked_for}{hint}", dir.display())]
-    NoWeights { dir: PathBuf, looked_for: String, hint: String },
+    NoWeights {
+        dir: PathBuf,
+        looked_for: String,
+        hint: String,
+    },
     #[error("{}: not a valid safetensors file: {message}", path.display())]
     InvalidSafetensors { path: PathBuf, message: String },
     #[error("{}: tensor `{key}` has dtype {dtype}, expected a float tensor (F32, F16 or BF16)", path.display())]
-    WrongDtype { path: PathBuf, key: String, dtype: String },
+    WrongDtype {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
     #[error("{}: {message}", path.display())]
     InvalidIndex { path: PathBuf, message: String },
     #[error("{}: {message}", path.display())]
@@ -22,17 +33,30 @@ pub enum WeightsError {
     #[error("{}: {message}", path.display())]
     InvalidTokenizer { path: PathBuf, message: String },
     #[error("weights in {files} do not match the {model} model:\n{report}")]
-    KeyMismatch { model: String, files: String, report: KeyReport },
+    KeyMismatch {
+        model: String,
+        files: String,
+        report: KeyReport,
+    },
     #[error("{}: tensor `{key}` could not be applied: {message}", path.display())]
-    Apply { path: PathBuf, key: String, message: String },
+    Apply {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 impl WeightsError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::NotFound {
-            Self::NotFound { path: path.to_path_buf() }
+            Self::NotFound {
+                path: path.to_path_buf(),
+            }
         } else {
-            Self::Io { path: path.to_path_buf(), source }
+            Self::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         }
     }
 }
@@ -72,8 +96,16 @@ impl fmt::Display for KeyReport {
             }
             Ok(())
         }
-        list(f, "missing (in the model, not in the files)", self.missing.clone())?;
-        list(f, "unused (in the files, not in the model)", self.unused.clone())?;
+        list(
+            f,
+            "missing (in the model, not in the files)",
+            self.missing.clone(),
+        )?;
+        list(
+            f,
+            "unused (in the files, not in the model)",
+            self.unused.clone(),
+        )?;
         let shapes = self
             .shape_mismatch
             .iter()

@@ -18,6 +18,6 @@ pub mod text;
 pub use checkpoint::{Checkpoint, WeightsStem};
 pub use config::{read_config, read_json};
 pub use error::{KeyReport, WeightsError};
-pub use load::{LoadSpec, expected_keys, load_module};
+pub use load::{expected_keys, load_module, LoadSpec};
 pub use safetensors::Dtype as SafetensorsDtype;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};

@@ -5,7 +5,9 @@ use std::rc::Rc;
 
 use burn::module::{Module, ParamId};
 use burn::tensor::backend::Backend;
-use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError};
+use burn_store::{
+    BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError,
+};
 use regex::Regex;
 
 use crate::checkpoint::Checkpoint;
@@ -26,7 +28,11 @@ pub struct LoadSpec<'a> {
 impl LoadSpec<'_> {
     /// Checkpoint keys are module keys; no extras allowed.
     pub fn exact(model: &str) -> LoadSpec<'_> {
-        LoadSpec { model, key_map: &|k: &str| k.to_string(), allowed_extra: &[] }
+        LoadSpec {
+            model,
+            key_map: &|k: &str| k.to_string(),
+            allowed_extra: &[],
+        }
     }
 }
 
@@ -80,7 +86,9 @@ pub fn load_module<B: Backend, M: Module<B>>(
         match provided.get(key) {
             None => report.missing.push(key.clone()),
             Some(file_key) => {
-                let (path, entry) = checkpoint.entry(file_key).expect("key listed by the checkpoint");
+                let (path, entry) = checkpoint
+                    .entry(file_key)
+                    .expect("key listed by the checkpoint");
                 if !SafetensorsFile::is_float(entry.dtype) {
                     return Err(WeightsError::WrongDtype {
                         path: path.to_path_buf(),
@@ -89,7 +97,11 @@ pub fn load_module<B: Backend, M: Module<B>>(
                     });
                 }
                 if &entry.shape != shape {
-                    report.shape_mismatch.push((file_key.clone(), shape.clone(), entry.shape.clone()));
+                    report.shape_mismatch.push((
+                        file_key.clone(),
+                        shape.clone(),
+                        entry.shape.clone(),
+                    ));
                 }
             }
         }
@@ -109,7 +121,8 @@ pub fn load_module<B: Backend, M: Module<B>>(
             let ckpt = checkpoint.clone();
             let file_key = file_key.clone();
             let read = move || {
-                ckpt.read(&file_key, dtype).map_err(|e| TensorSnapshotError::IoError(e.to_string()))
+                ckpt.read(&file_key, dtype)
+                    .map_err(|e| TensorSnapshotError::IoError(e.to_string()))
             };
             TensorSnapshot::from_closure(
                 Rc::new(read),
@@ -130,7 +143,10 @@ pub fn load_module<B: Backend, M: Module<B>>(
         });
     }
     if !result.missing.is_empty() {
-        let report = KeyReport { missing: result.missing.into_iter().map(|(k, _)| k).collect(), ..Default::default() };
+        let report = KeyReport {
+            missing: result.missing.into_iter().map(|(k, _)| k).collect(),
+            ..Default::default()
+        };
         return Err(WeightsError::KeyMismatch {
             model: spec.model.to_string(),
             files: checkpoint.describe_files(),

@@ -38,8 +38,12 @@ impl SafetensorsFile {
         // SAFETY: the map is read-only; a file changed by another process while mapped is a
         // user error this crate cannot guard against (every safetensors reader shares it).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
-        let invalid = |message: String| WeightsError::InvalidSafetensors { path: path.to_path_buf(), message };
-        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| invalid(describe(&e, mmap.len())))?;
+        let invalid = |message: String| WeightsError::InvalidSafetensors {
+            path: path.to_path_buf(),
+            message,
+        };
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| invalid(describe(&e, mmap.len())))?;
         let data_start = 8 + header_len;
         let tensors = metadata
             .tensors()
@@ -54,7 +58,11 @@ impl SafetensorsFile {
                 (name, entry)
             })
             .collect();
-        Ok(Self { path: path.to_path_buf(), mmap: Rc::new(mmap), tensors })
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap: Rc::new(mmap),
+            tensors,
+        })
     }
 
     /// Reads `key` and converts it to `target` (F32, F16 or BF16 files; any float target).
@@ -66,9 +74,18 @@ impl SafetensorsFile {
         })?;
         let bytes = &self.mmap[entry.start..entry.end];
         let values: Vec<f32> = match entry.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
             other => {
                 return Err(WeightsError::WrongDtype {
                     path: self.path.clone(),
@@ -80,8 +97,14 @@ impl SafetensorsFile {
         let shape = entry.shape.clone();
         Ok(match target {
             DType::F32 => TensorData::new(values, shape),
-            DType::F16 => TensorData::new(values.into_iter().map(f16::from_f32).collect::<Vec<_>>(), shape),
-            DType::BF16 => TensorData::new(values.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape),
+            DType::F16 => TensorData::new(
+                values.into_iter().map(f16::from_f32).collect::<Vec<_>>(),
+                shape,
+            ),
+            DType::BF16 => TensorData::new(
+                values.into_iter().map(bf16::from_f32).collect::<Vec<_>>(),
+                shape,
+            ),
             other => TensorData::new(values, shape).convert_dtype(other),
         })
     }

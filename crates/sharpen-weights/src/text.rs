@@ -12,7 +12,7 @@ use sdxl_text::{
 use crate::checkpoint::{Checkpoint, WeightsStem};
 use crate::config::read_config;
 use crate::error::WeightsError;
-use crate::load::{LoadSpec, load_module};
+use crate::load::{load_module, LoadSpec};
 
 /// Checkpoint key -> module key for CLIP text encoders. The SDXL repository (saved by transformers
 /// 4) prefixes the tower with `text_model.`; transformers 5 saves a `CLIPTextModel` without it.
@@ -28,7 +28,11 @@ pub fn clip_text_key(key: &str) -> String {
 const CLIP_TEXT_EXTRAS: &[&str] = &[r"text_model\.embeddings\.position_ids"];
 
 fn clip_spec(model: &str) -> LoadSpec<'_> {
-    LoadSpec { model, key_map: &clip_text_key, allowed_extra: CLIP_TEXT_EXTRAS }
+    LoadSpec {
+        model,
+        key_map: &clip_text_key,
+        allowed_extra: CLIP_TEXT_EXTRAS,
+    }
 }
 
 /// Reads and validates `dir/config.json` of a CLIP text encoder.
@@ -44,7 +48,11 @@ pub fn load_clip_text_model<B: Backend>(
 ) -> Result<ClipTextModel<B>, WeightsError> {
     let config = load_clip_text_config(dir)?;
     let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Transformers, variant)?;
-    load_module(ClipTextModel::new(&config, device), &checkpoint, &clip_spec("CLIPTextModel"))
+    load_module(
+        ClipTextModel::new(&config, device),
+        &checkpoint,
+        &clip_spec("CLIPTextModel"),
+    )
 }
 
 /// Loads a transformers `CLIPTextModelWithProjection` folder.
@@ -58,11 +66,16 @@ pub fn load_clip_text_model_with_projection<B: Backend>(
     if config.projection_dim.is_none() {
         return Err(WeightsError::InvalidConfig {
             path,
-            message: "missing field `projection_dim` (CLIPTextModelWithProjection needs it)".to_string(),
+            message: "missing field `projection_dim` (CLIPTextModelWithProjection needs it)"
+                .to_string(),
         });
     }
     let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Transformers, variant)?;
-    load_module(ClipTextModelWithProjection::new(&config, device), &checkpoint, &clip_spec("CLIPTextModelWithProjection"))
+    load_module(
+        ClipTextModelWithProjection::new(&config, device),
+        &checkpoint,
+        &clip_spec("CLIPTextModelWithProjection"),
+    )
 }
 
 fn read_text(path: &Path) -> Result<String, WeightsError> {
@@ -83,22 +96,18 @@ pub fn load_clip_tokenizer(dir: &Path) -> Result<ClipTokenizer, WeightsError> {
     let tokenizer_config = read_optional(&dir.join("tokenizer_config.json"))?;
     let special_tokens_map = read_optional(&dir.join("special_tokens_map.json"))?;
     let vocab_path = dir.join("vocab.json");
-    let to_error = |e: sdxl_text::TokenizerError| WeightsError::InvalidTokenizer { path: dir.to_path_buf(), message: e.to_string() };
+    let to_error = |e: sdxl_text::TokenizerError| WeightsError::InvalidTokenizer {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    };
     if !vocab_path.is_file() && dir.join("tokenizer.json").is_file() {
-        // Pad token and length come from the same config files as for the vocab.json layout.
-        let probe = ClipTokenizer::from_sources(ClipTokenizerSources {
-            vocab_json: r#"{"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}"#,
-            merges_txt: "",
-            tokenizer_config_json: tokenizer_config.as_deref(),
-            special_tokens_map_json: special_tokens_map.as_deref(),
-        });
-        let (pad, max_length) = match &probe {
-            Ok(t) if t.pad_id() == 2 => ("!", t.max_length()),
-            Ok(t) => ("<|endoftext|>", t.max_length()),
-            Err(_) => ("<|endoftext|>", sdxl_text::tokenizer::CLIP_MAX_LENGTH),
-        };
         let json = read_text(&dir.join("tokenizer.json"))?;
-        return ClipTokenizer::from_tokenizer_json(&json, pad, max_length).map_err(to_error);
+        return ClipTokenizer::from_tokenizer_json(
+            &json,
+            tokenizer_config.as_deref(),
+            special_tokens_map.as_deref(),
+        )
+        .map_err(to_error);
     }
     let vocab = read_text(&vocab_path)?;
     let merges = read_text(&dir.join("merges.txt"))?;
@@ -127,6 +136,10 @@ pub fn load_sdxl_text_encoders<B: Backend>(
 ) -> Result<SdxlTextEncoders<B>, WeightsError> {
     Ok(SdxlTextEncoders {
         text_encoder: load_clip_text_model(&root.join("text_encoder"), variant, device)?,
-        text_encoder_2: load_clip_text_model_with_projection(&root.join("text_encoder_2"), variant, device)?,
+        text_encoder_2: load_clip_text_model_with_projection(
+            &root.join("text_encoder_2"),
+            variant,
+            device,
+        )?,
     })
 }

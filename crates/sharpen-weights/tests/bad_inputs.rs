@@ -6,10 +6,10 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use safetensors::Dtype;
 use safetensors::tensor::TensorView;
+use safetensors::Dtype;
 use sharpen_weights::text::{load_clip_text_config, load_clip_tokenizer};
-use sharpen_weights::{Checkpoint, LoadSpec, WeightsError, WeightsStem, load_module};
+use sharpen_weights::{load_module, Checkpoint, LoadSpec, WeightsError, WeightsStem};
 
 type B = burn::backend::Flex;
 
@@ -21,7 +21,10 @@ struct Tiny<B: Backend> {
 
 fn tiny() -> Tiny<B> {
     let device = Default::default();
-    Tiny { proj: LinearConfig::new(3, 2).init(&device), norm: LayerNormConfig::new(2).init(&device) }
+    Tiny {
+        proj: LinearConfig::new(3, 2).init(&device),
+        norm: LayerNormConfig::new(2).init(&device),
+    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -40,7 +43,12 @@ fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
 /// PyTorch layout of `Tiny`: Linear weight [out=2, in=3].
 fn good_tensors() -> Vec<(&'static str, Dtype, Vec<usize>, Vec<u8>)> {
     vec![
-        ("proj.weight", Dtype::F32, vec![2, 3], f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+        (
+            "proj.weight",
+            Dtype::F32,
+            vec![2, 3],
+            f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        ),
         ("proj.bias", Dtype::F32, vec![2], f32_bytes(&[0.5, -0.5])),
         ("norm.weight", Dtype::F32, vec![2], f32_bytes(&[2.0, 3.0])),
         ("norm.bias", Dtype::F32, vec![2], f32_bytes(&[0.1, 0.2])),
@@ -48,7 +56,11 @@ fn good_tensors() -> Vec<(&'static str, Dtype, Vec<usize>, Vec<u8>)> {
 }
 
 fn load(path: &Path) -> Result<Tiny<B>, WeightsError> {
-    load_module(tiny(), &Checkpoint::open_file(path)?, &LoadSpec::exact("Tiny"))
+    load_module(
+        tiny(),
+        &Checkpoint::open_file(path)?,
+        &LoadSpec::exact("Tiny"),
+    )
 }
 
 fn assert_mentions(err: &WeightsError, needles: &[&str]) {
@@ -65,24 +77,47 @@ fn good_file_loads_with_pytorch_layout() {
     write(&path, &good_tensors());
     let m = load(&path).unwrap();
     // Linear: y = x W^T + b with W = [[1,2,3],[4,5,6]].
-    let x = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 0.0, -1.0], [1, 3]), &Default::default());
+    let x = Tensor::<B, 2>::from_data(
+        TensorData::new(vec![1.0f32, 0.0, -1.0], [1, 3]),
+        &Default::default(),
+    );
     let y = m.proj.forward(x).into_data().to_vec::<f32>().unwrap();
     assert_eq!(y, vec![1.0 - 3.0 + 0.5, 4.0 - 6.0 - 0.5]);
-    assert_eq!(m.norm.gamma.val().into_data().to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
-    assert_eq!(m.norm.beta.unwrap().val().into_data().to_vec::<f32>().unwrap(), vec![0.1, 0.2]);
+    assert_eq!(
+        m.norm.gamma.val().into_data().to_vec::<f32>().unwrap(),
+        vec![2.0, 3.0]
+    );
+    assert_eq!(
+        m.norm
+            .beta
+            .unwrap()
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap(),
+        vec![0.1, 0.2]
+    );
 }
 
 #[test]
 fn half_precision_files_are_cast_to_the_model_dtype() {
     let dir = tempfile::tempdir().unwrap();
     for (dtype, enc) in [
-        (Dtype::F16, (|x: f32| half::f16::from_f32(x).to_le_bytes().to_vec()) as fn(f32) -> Vec<u8>),
-        (Dtype::BF16, |x: f32| half::bf16::from_f32(x).to_le_bytes().to_vec()),
+        (
+            Dtype::F16,
+            (|x: f32| half::f16::from_f32(x).to_le_bytes().to_vec()) as fn(f32) -> Vec<u8>,
+        ),
+        (Dtype::BF16, |x: f32| {
+            half::bf16::from_f32(x).to_le_bytes().to_vec()
+        }),
     ] {
         let tensors: Vec<_> = good_tensors()
             .into_iter()
             .map(|(k, _, s, b)| {
-                let vals: Vec<u8> = b.chunks_exact(4).flat_map(|c| enc(f32::from_le_bytes(c.try_into().unwrap()))).collect();
+                let vals: Vec<u8> = b
+                    .chunks_exact(4)
+                    .flat_map(|c| enc(f32::from_le_bytes(c.try_into().unwrap())))
+                    .collect();
                 (k, dtype, s, vals)
             })
             .collect();
@@ -92,7 +127,10 @@ fn half_precision_files_are_cast_to_the_model_dtype() {
         let w = m.proj.weight.val().into_data();
         assert_eq!(w.dtype, burn::tensor::DType::F32);
         // Burn layout [in, out] = transpose of the file's [out, in].
-        assert_eq!(w.to_vec::<f32>().unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(
+            w.to_vec::<f32>().unwrap(),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
     }
 }
 
@@ -104,7 +142,15 @@ fn missing_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("model.fp16.safetensors"), b"").unwrap();
     let err = Checkpoint::open_folder(dir.path(), WeightsStem::Transformers, None).unwrap_err();
-    assert_mentions(&err, &["model.safetensors", "model.safetensors.index.json", "model.fp16.safetensors", "fp16"]);
+    assert_mentions(
+        &err,
+        &[
+            "model.safetensors",
+            "model.safetensors.index.json",
+            "model.fp16.safetensors",
+            "fp16",
+        ],
+    );
 }
 
 #[test]
@@ -115,13 +161,22 @@ fn truncated_file_is_named() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
     let err = Checkpoint::open_file(&path).unwrap_err();
-    assert!(matches!(err, WeightsError::InvalidSafetensors { .. }), "{err}");
+    assert!(
+        matches!(err, WeightsError::InvalidSafetensors { .. }),
+        "{err}"
+    );
     assert_mentions(&err, &["model.safetensors", "truncated"]);
     // Cut inside the header.
     std::fs::write(&path, &bytes[..20]).unwrap();
-    assert_mentions(&Checkpoint::open_file(&path).unwrap_err(), &["model.safetensors", "header"]);
+    assert_mentions(
+        &Checkpoint::open_file(&path).unwrap_err(),
+        &["model.safetensors", "header"],
+    );
     std::fs::write(&path, &bytes[..3]).unwrap();
-    assert_mentions(&Checkpoint::open_file(&path).unwrap_err(), &["model.safetensors", "too short"]);
+    assert_mentions(
+        &Checkpoint::open_file(&path).unwrap_err(),
+        &["model.safetensors", "too short"],
+    );
 }
 
 #[test]
@@ -154,7 +209,10 @@ fn lying_offsets_are_named() {
     bytes.extend_from_slice(header);
     bytes.extend_from_slice(&[0u8; 8]);
     std::fs::write(&path, bytes).unwrap();
-    assert_mentions(&Checkpoint::open_file(&path).unwrap_err(), &["model.safetensors"]);
+    assert_mentions(
+        &Checkpoint::open_file(&path).unwrap_err(),
+        &["model.safetensors"],
+    );
 }
 
 #[test]
@@ -180,7 +238,18 @@ fn key_mismatches_are_listed_together() {
     write(&path, &tensors);
     let err = load(&path).unwrap_err();
     assert!(matches!(err, WeightsError::KeyMismatch { .. }), "{err}");
-    assert_mentions(&err, &["model.safetensors", "Tiny", "norm.bias", "extra.weight", "proj.weight", "[2, 3]", "[3, 2]"]);
+    assert_mentions(
+        &err,
+        &[
+            "model.safetensors",
+            "Tiny",
+            "norm.bias",
+            "extra.weight",
+            "proj.weight",
+            "[2, 3]",
+            "[3, 2]",
+        ],
+    );
 }
 
 #[test]
@@ -191,7 +260,11 @@ fn allowed_extras_are_not_unused() {
     tensors.push(("proj.position_ids", Dtype::I64, vec![1], vec![0u8; 8]));
     write(&path, &tensors);
     assert!(load(&path).is_err());
-    let spec = LoadSpec { model: "Tiny", key_map: &|k: &str| k.to_string(), allowed_extra: &[r"proj\.position_ids"] };
+    let spec = LoadSpec {
+        model: "Tiny",
+        key_map: &|k: &str| k.to_string(),
+        allowed_extra: &[r"proj\.position_ids"],
+    };
     load_module(tiny(), &Checkpoint::open_file(&path).unwrap(), &spec).unwrap();
 }
 
@@ -199,8 +272,14 @@ fn allowed_extras_are_not_unused() {
 fn sharded_checkpoints_load_and_lying_indexes_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let t = good_tensors();
-    write(&dir.path().join("model-00001-of-00002.safetensors"), &t[..2]);
-    write(&dir.path().join("model-00002-of-00002.safetensors"), &t[2..]);
+    write(
+        &dir.path().join("model-00001-of-00002.safetensors"),
+        &t[..2],
+    );
+    write(
+        &dir.path().join("model-00002-of-00002.safetensors"),
+        &t[2..],
+    );
     let index = |map: serde_json::Value| {
         std::fs::write(
             dir.path().join("model.safetensors.index.json"),
@@ -223,7 +302,11 @@ fn sharded_checkpoints_load_and_lying_indexes_are_named() {
     index(serde_json::json!({"proj.weight": "model-00009-of-00009.safetensors"}));
     let err = Checkpoint::open_folder(dir.path(), WeightsStem::Transformers, None).unwrap_err();
     assert_mentions(&err, &["model-00009-of-00009.safetensors", "not found"]);
-    std::fs::write(dir.path().join("model.safetensors.index.json"), "{\"metadata\": {}}").unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        "{\"metadata\": {}}",
+    )
+    .unwrap();
     let err = Checkpoint::open_folder(dir.path(), WeightsStem::Transformers, None).unwrap_err();
     assert_mentions(&err, &["model.safetensors.index.json", "weight_map"]);
 }
@@ -242,16 +325,32 @@ fn config_json_errors_name_file_and_field() {
     load_clip_text_config(dir.path()).unwrap();
 
     std::fs::write(&path, CONFIG.replace("\"hidden_size\": 8, ", "")).unwrap();
-    assert_mentions(&load_clip_text_config(dir.path()).unwrap_err(), &["config.json", "missing field `hidden_size`"]);
+    assert_mentions(
+        &load_clip_text_config(dir.path()).unwrap_err(),
+        &["config.json", "missing field `hidden_size`"],
+    );
 
     std::fs::write(&path, CONFIG.replace("\"gelu\"", "\"swish\"")).unwrap();
-    assert_mentions(&load_clip_text_config(dir.path()).unwrap_err(), &["config.json", "hidden_act", "swish"]);
+    assert_mentions(
+        &load_clip_text_config(dir.path()).unwrap_err(),
+        &["config.json", "hidden_act", "swish"],
+    );
 
-    std::fs::write(&path, CONFIG.replace("\"num_attention_heads\": 2", "\"num_attention_heads\": 3")).unwrap();
-    assert_mentions(&load_clip_text_config(dir.path()).unwrap_err(), &["config.json", "num_attention_heads"]);
+    std::fs::write(
+        &path,
+        CONFIG.replace("\"num_attention_heads\": 2", "\"num_attention_heads\": 3"),
+    )
+    .unwrap();
+    assert_mentions(
+        &load_clip_text_config(dir.path()).unwrap_err(),
+        &["config.json", "num_attention_heads"],
+    );
 
     std::fs::write(&path, CONFIG.replace("10", "\"ten\"")).unwrap();
-    assert_mentions(&load_clip_text_config(dir.path()).unwrap_err(), &["config.json", "invalid type"]);
+    assert_mentions(
+        &load_clip_text_config(dir.path()).unwrap_err(),
+        &["config.json", "invalid type"],
+    );
 }
 
 #[test]
@@ -262,5 +361,8 @@ fn tokenizer_folder_errors_name_the_folder_and_file() {
     std::fs::write(dir.path().join("vocab.json"), "{}").unwrap();
     std::fs::write(dir.path().join("merges.txt"), "#version: 0.2\nbad\n").unwrap();
     let err = load_clip_tokenizer(dir.path()).unwrap_err();
-    assert_mentions(&err, &[&dir.path().display().to_string(), "merges.txt", "line 2"]);
+    assert_mentions(
+        &err,
+        &[&dir.path().display().to_string(), "merges.txt", "line 2"],
+    );
 }
