@@ -14,6 +14,7 @@ mod error;
 mod load;
 mod safetensors_file;
 pub mod text;
+pub mod unet;
 
 pub use checkpoint::{Checkpoint, WeightsStem};
 pub use config::{read_config, read_json};

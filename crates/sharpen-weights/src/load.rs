@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use burn::module::{Module, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
-use burn_store::{
-    BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError,
-};
+use burn::tensor::{DType, Element, Tensor};
+use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError};
 use regex::Regex;
 
 use crate::checkpoint::Checkpoint;
@@ -36,13 +35,80 @@ impl LoadSpec<'_> {
     }
 }
 
-/// The module's parameters in checkpoint naming, with shapes in PyTorch layout.
+/// The module's parameters in checkpoint naming (PyTorch layout: norm `weight`/`bias`, Linear
+/// weights [out, in]) with their dtypes, without initialising lazy parameters: a full-size model
+/// can be described without allocating its weights.
+pub fn expected_params<B: Backend, M: Module<B>>(
+    module: &M,
+) -> BTreeMap<String, (Vec<usize>, DType)> {
+    let mut visitor = KeyVisitor {
+        path: Vec::new(),
+        containers: Vec::new(),
+        out: BTreeMap::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.out
+}
+
+/// [`expected_params`] without dtypes.
 pub fn expected_keys<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, Vec<usize>> {
-    module
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+    expected_params::<B, M>(module)
         .into_iter()
-        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .map(|(k, (shape, _))| (k, shape))
         .collect()
+}
+
+struct KeyVisitor {
+    path: Vec<String>,
+    containers: Vec<String>,
+    out: BTreeMap<String, (Vec<usize>, DType)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for KeyVisitor {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.containers.pop();
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let mut shape = param.lazy_shape().to_vec();
+        let dtype = if param.is_initialized() {
+            param.val().dtype()
+        } else {
+            <B::FloatElem as Element>::dtype()
+        };
+        let module = self
+            .containers
+            .iter()
+            .rev()
+            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"));
+        let mut path = self.path.clone();
+        let name = path.last().cloned().unwrap_or_default();
+        match module.map(String::as_str) {
+            Some("Struct:Linear") if name == "weight" && shape.len() == 2 => shape.swap(0, 1),
+            Some("Struct:LayerNorm" | "Struct:GroupNorm" | "Struct:BatchNorm") => {
+                let renamed = match name.as_str() {
+                    "gamma" => "weight",
+                    "beta" => "bias",
+                    other => other,
+                };
+                if let Some(last) = path.last_mut() {
+                    *last = renamed.to_string();
+                }
+            }
+            _ => {}
+        }
+        self.out.insert(path.join("."), (shape, dtype));
+    }
 }
 
 /// Loads `checkpoint` into `module`. Strict: missing, unused (beyond `spec.allowed_extra`) and
@@ -53,11 +119,7 @@ pub fn load_module<B: Backend, M: Module<B>>(
     checkpoint: &Checkpoint,
     spec: &LoadSpec<'_>,
 ) -> Result<M, WeightsError> {
-    let expected: BTreeMap<String, (Vec<usize>, burn::tensor::DType)> = module
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|s| (s.full_path(), (s.shape.to_vec(), s.dtype)))
-        .collect();
+    let expected = expected_params::<B, M>(&module);
     let allowed: Vec<Regex> = spec
         .allowed_extra
         .iter()

@@ -1,0 +1,11 @@
+//! diffusers' `UNet2DConditionModel` with everything SDXL uses, backend-generic and IO-free.
+//! Module paths equal diffusers' checkpoint keys, except `ff.net.0` / `ff.net.2`, which the
+//! weights crate maps (see `sharpen_nn::FeedForward`).
+
+mod blocks;
+pub mod config;
+mod unet;
+
+pub use blocks::{DownBlock, MidBlock, UpBlock};
+pub use config::{BlockKind, ConfigError, PerBlock, TextTimeConfig, UNetConfig, UNetConfigJson};
+pub use unet::{AddedCond, UNet2DConditionModel, UNetInput};

@@ -1,0 +1,95 @@
+//! diffusers' `Attention` (the `AttnProcessor2_0` path): multi-head scaled dot-product attention
+//! with `to_q`, `to_k`, `to_v` and `to_out.0`.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+/// How attention bounds the memory of its score matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionChunking {
+    /// One [batch, heads, queries, keys] score matrix.
+    #[default]
+    Full,
+    /// Queries processed in chunks of this many, so at most [batch, heads, chunk, keys] scores
+    /// exist at once (a 1024x1024 VAE mid-block attention has 16384 tokens). Exact: each query's
+    /// softmax is over all keys.
+    Queries(usize),
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub to_q: Linear<B>,
+    pub to_k: Linear<B>,
+    pub to_v: Linear<B>,
+    /// diffusers' `to_out` is `ModuleList([Linear, Dropout])`; a one-element `Vec` gives the
+    /// checkpoint key `to_out.0.weight` directly.
+    pub to_out: Vec<Linear<B>>,
+    pub heads: usize,
+    pub chunking: AttentionChunking,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `query_dim` -> `heads * dim_head` -> `query_dim`; keys and values from `context_dim`
+    /// (`None`: self-attention). `qkv_bias`: diffusers' `bias` (false in SDXL's transformer blocks).
+    pub fn new(
+        query_dim: usize,
+        context_dim: Option<usize>,
+        heads: usize,
+        dim_head: usize,
+        qkv_bias: bool,
+        device: &B::Device,
+    ) -> Self {
+        let inner = heads * dim_head;
+        let context = context_dim.unwrap_or(query_dim);
+        let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        Self {
+            to_q: linear(query_dim, inner, qkv_bias),
+            to_k: linear(context, inner, qkv_bias),
+            to_v: linear(context, inner, qkv_bias),
+            to_out: vec![linear(inner, query_dim, true)],
+            heads,
+            chunking: AttentionChunking::Full,
+        }
+    }
+
+    /// x: [batch, queries, query_dim]; context: [batch, keys, context_dim] (None: x).
+    /// Returns [batch, queries, query_dim].
+    pub fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
+        let [batch, n, _] = x.dims();
+        let context = context.unwrap_or_else(|| x.clone());
+        let m = context.dims()[1];
+        let q = self.to_q.forward(x);
+        let k = self.to_k.forward(context.clone());
+        let v = self.to_v.forward(context);
+        let inner = q.dims()[2];
+        let d = inner / self.heads;
+        let split = |t: Tensor<B, 3>, len| t.reshape([batch, len, self.heads, d]).swap_dims(1, 2);
+        let (q, k, v) = (split(q, n), split(k, m), split(v, m));
+        let kt = k.swap_dims(2, 3);
+        let scale = (d as f64).powf(-0.5);
+        let attend =
+            |q: Tensor<B, 4>| softmax(q.matmul(kt.clone()).mul_scalar(scale), 3).matmul(v.clone());
+        let out = match self.chunking {
+            AttentionChunking::Queries(chunk) if chunk > 0 && chunk < n => {
+                let parts = (0..n)
+                    .step_by(chunk)
+                    .map(|start| {
+                        attend(q.clone().slice([
+                            0..batch,
+                            0..self.heads,
+                            start..(start + chunk).min(n),
+                            0..d,
+                        ]))
+                    })
+                    .collect();
+                Tensor::cat(parts, 2)
+            }
+            _ => attend(q),
+        };
+        let out = out.swap_dims(1, 2).reshape([batch, n, inner]);
+        self.to_out[0].forward(out)
+    }
+}

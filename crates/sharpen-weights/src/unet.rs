@@ -1,0 +1,64 @@
+//! Loading diffusers' `unet/` folders into [`UNet2DConditionModel`].
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use sdxl_unet::{UNet2DConditionModel, UNetConfig, UNetConfigJson};
+
+use crate::checkpoint::{Checkpoint, WeightsStem};
+use crate::config::read_config;
+use crate::error::WeightsError;
+use crate::load::{load_module, LoadSpec};
+
+/// The UNet's key remap table: checkpoint key fragment <-> module path fragment. The only keys a
+/// Rust struct cannot mirror are the numbered entries of `FeedForward.net`.
+const UNET_REMAP: &[(&str, &str)] = &[
+    // GEGLU, the first entry of `ff.net` (`net.1` is a parameterless Dropout).
+    (".ff.net.0.", ".ff.net_0."),
+    // The output Linear, the third entry of `ff.net`.
+    (".ff.net.2.", ".ff.net_2."),
+];
+
+/// Checkpoint key -> module key.
+pub fn unet_key(checkpoint_key: &str) -> String {
+    UNET_REMAP
+        .iter()
+        .fold(checkpoint_key.to_string(), |k, (ckpt, module)| {
+            k.replace(ckpt, module)
+        })
+}
+
+/// Module key -> checkpoint key (the inverse of [`unet_key`]).
+pub fn unet_checkpoint_key(module_key: &str) -> String {
+    UNET_REMAP
+        .iter()
+        .fold(module_key.to_string(), |k, (ckpt, module)| {
+            k.replace(module, ckpt)
+        })
+}
+
+/// Reads and validates `dir/config.json` of a diffusers UNet.
+pub fn load_unet_config(dir: &Path) -> Result<UNetConfig, WeightsError> {
+    read_config::<UNetConfigJson, UNetConfig, _>(&dir.join("config.json"))
+}
+
+/// Loads a diffusers `unet/` folder (`config.json` + `diffusion_pytorch_model[.variant].safetensors`
+/// or shards), strictly.
+pub fn load_unet<B: Backend>(
+    dir: &Path,
+    variant: Option<&str>,
+    device: &B::Device,
+) -> Result<UNet2DConditionModel<B>, WeightsError> {
+    let config = load_unet_config(dir)?;
+    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Diffusers, variant)?;
+    let spec = LoadSpec {
+        model: "UNet2DConditionModel",
+        key_map: &unet_key,
+        allowed_extra: &[],
+    };
+    load_module(
+        UNet2DConditionModel::new(&config, device),
+        &checkpoint,
+        &spec,
+    )
+}

@@ -1,0 +1,161 @@
+//! The SDXL UNet against diffusers 0.42.1: a tiny SDXL-architecture UNet with re-randomised
+//! weights on non-square and odd-sized inputs, the key remap table, and the full-size key list.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+use sdxl_unet::{AddedCond, UNet2DConditionModel, UNetConfig, UNetInput};
+use serde::Deserialize;
+use sharpen_nn::AttentionChunking;
+use sharpen_tests::{assert_close, fixture, Reference, TestBackend as B};
+use sharpen_weights::expected_keys;
+use sharpen_weights::unet::{load_unet, load_unet_config, unet_checkpoint_key, unet_key};
+
+const TOL: f32 = 1e-4;
+
+fn tensor<const D: usize>(r: &Reference, key: &str) -> Tensor<B, D> {
+    Tensor::from_data(r.data(key), &Default::default())
+}
+
+fn input(r: &Reference, case: &str) -> UNetInput<B> {
+    UNetInput {
+        sample: tensor(r, &format!("{case}.sample")),
+        timestep: tensor(r, &format!("{case}.timestep")),
+        encoder_hidden_states: tensor(r, &format!("{case}.encoder_hidden_states")),
+        added_cond: Some(AddedCond {
+            text_embeds: tensor(r, &format!("{case}.text_embeds")),
+            time_ids: tensor(r, &format!("{case}.time_ids")),
+        }),
+    }
+}
+
+#[test]
+fn tiny_unet_matches_diffusers() {
+    let dir = fixture("unet/tiny");
+    assert_eq!(
+        load_unet_config(&dir).unwrap(),
+        UNetConfig::tiny_sdxl(),
+        "the tiny preset mirrors the fixture config"
+    );
+    let mut unet = load_unet::<B>(&dir, None, &Default::default()).unwrap();
+    let r = Reference::open("unet/outputs.safetensors");
+    for case in ["nonsquare", "odd"] {
+        let out = unet.forward(input(&r, case));
+        assert_close(
+            &format!("unet {case}"),
+            &out,
+            &r.data(&format!("{case}.out")),
+            TOL,
+        );
+    }
+    // Chunked attention gives the same result.
+    unet.set_attention_chunking(AttentionChunking::Queries(7));
+    let out = unet.forward(input(&r, "nonsquare"));
+    assert_close(
+        "unet nonsquare, chunked attention",
+        &out,
+        &r.data("nonsquare.out"),
+        TOL,
+    );
+}
+
+#[derive(Deserialize)]
+struct KeyList {
+    keys: BTreeMap<String, Vec<usize>>,
+}
+
+fn sdxl_keys() -> BTreeMap<String, Vec<usize>> {
+    let text = std::fs::read_to_string(fixture("unet/keys_sdxl_base_1_0.json")).unwrap();
+    serde_json::from_str::<KeyList>(&text).unwrap().keys
+}
+
+/// The remap table is a bijection on the real key set: every checkpoint key maps to a module
+/// key and back to itself.
+#[test]
+fn unet_key_remap_round_trips() {
+    let keys = sdxl_keys();
+    let mut remapped = 0;
+    for k in keys.keys() {
+        let module = unet_key(k);
+        assert_eq!(&unet_checkpoint_key(&module), k);
+        remapped += usize::from(&module != k);
+    }
+    assert!(remapped > 0, "the SDXL key set exercises the remap table");
+}
+
+/// SDXL base 1.0's UNet built from its preset (lazily, without allocating 2.6 B parameters) has
+/// exactly diffusers' parameter names and shapes.
+#[test]
+fn full_size_sdxl_unet_has_the_reference_keys_and_shapes() {
+    let unet = UNet2DConditionModel::<B>::new(&UNetConfig::sdxl_base_1_0(), &Default::default());
+    let ours: BTreeMap<String, Vec<usize>> = expected_keys::<B, _>(&unet)
+        .into_iter()
+        .map(|(k, s)| (unet_checkpoint_key(&k), s))
+        .collect();
+    let reference = sdxl_keys();
+    let missing: Vec<_> = reference
+        .keys()
+        .filter(|k| !ours.contains_key(*k))
+        .collect();
+    let extra: Vec<_> = ours
+        .keys()
+        .filter(|k| !reference.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
+    for (k, shape) in &reference {
+        assert_eq!(&ours[k], shape, "shape of {k}");
+    }
+    let params: usize = reference
+        .values()
+        .map(|s| s.iter().product::<usize>())
+        .sum();
+    println!("{} keys, {params} parameters match", reference.len());
+    assert_eq!(reference.len(), 1680);
+}
+
+#[test]
+fn unet_config_errors_name_the_field() {
+    let dir = tempfile_dir();
+    let base = std::fs::read_to_string(fixture("unet/tiny/config.json")).unwrap();
+    for (from, to, field) in [
+        (
+            "\"use_linear_projection\": true",
+            "\"use_linear_projection\": false",
+            "use_linear_projection",
+        ),
+        (
+            "\"resnet_time_scale_shift\": \"default\"",
+            "\"resnet_time_scale_shift\": \"scale_shift\"",
+            "resnet_time_scale_shift",
+        ),
+        (
+            "\"norm_num_groups\": 4",
+            "\"norm_num_groups\": 3",
+            "block_out_channels",
+        ),
+        (
+            "\"addition_time_embed_dim\": 8",
+            "\"addition_time_embed_dim\": 80",
+            "projection_class_embeddings_input_dim",
+        ),
+        ("\"cross_attention_dim\": 32,", "", "cross_attention_dim"),
+    ] {
+        assert!(base.contains(from), "fixture config lacks {from}");
+        std::fs::write(dir.join("config.json"), base.replace(from, to)).unwrap();
+        let err = load_unet_config(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("config.json") && err.contains(field),
+            "{field}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sharpen-unet-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
