@@ -58,38 +58,88 @@ impl<B: Backend> Attention<B> {
     /// x: [batch, queries, query_dim]; context: [batch, keys, context_dim] (None: x).
     /// Returns [batch, queries, query_dim].
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
-        let [batch, n, _] = x.dims();
         let context = context.unwrap_or_else(|| x.clone());
-        let m = context.dims()[1];
         let q = self.to_q.forward(x);
         let k = self.to_k.forward(context.clone());
         let v = self.to_v.forward(context);
-        let inner = q.dims()[2];
-        let d = inner / self.heads;
-        let split = |t: Tensor<B, 3>, len| t.reshape([batch, len, self.heads, d]).swap_dims(1, 2);
-        let (q, k, v) = (split(q, n), split(k, m), split(v, m));
-        let kt = k.swap_dims(2, 3);
-        let scale = (d as f64).powf(-0.5);
-        let attend =
-            |q: Tensor<B, 4>| softmax(q.matmul(kt.clone()).mul_scalar(scale), 3).matmul(v.clone());
-        let out = match self.chunking {
-            AttentionChunking::Queries(chunk) if chunk > 0 && chunk < n => {
-                let parts = (0..n)
-                    .step_by(chunk)
-                    .map(|start| {
-                        attend(q.clone().slice([
-                            0..batch,
-                            0..self.heads,
-                            start..(start + chunk).min(n),
-                            0..d,
-                        ]))
-                    })
-                    .collect();
-                Tensor::cat(parts, 2)
-            }
-            _ => attend(q),
-        };
-        let out = out.swap_dims(1, 2).reshape([batch, n, inner]);
-        self.to_out[0].forward(out)
+        self.to_out[0].forward(multi_head_attention(q, k, v, self.heads, self.chunking))
+    }
+}
+
+/// Scaled dot-product attention over projected tokens: q [batch, n, inner], k and v
+/// [batch, m, inner], split into `heads`; returns [batch, n, inner]. Softmax in the input dtype.
+pub fn multi_head_attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    heads: usize,
+    chunking: AttentionChunking,
+) -> Tensor<B, 3> {
+    let [batch, n, inner] = q.dims();
+    let m = k.dims()[1];
+    let d = inner / heads;
+    let split = |t: Tensor<B, 3>, len| t.reshape([batch, len, heads, d]).swap_dims(1, 2);
+    let (q, k, v) = (split(q, n), split(k, m), split(v, m));
+    let kt = k.swap_dims(2, 3);
+    let scale = (d as f64).powf(-0.5);
+    let attend =
+        |q: Tensor<B, 4>| softmax(q.matmul(kt.clone()).mul_scalar(scale), 3).matmul(v.clone());
+    let out = match chunking {
+        AttentionChunking::Queries(chunk) if chunk > 0 && chunk < n => {
+            let parts = (0..n)
+                .step_by(chunk)
+                .map(|start| {
+                    attend(q.clone().slice([
+                        0..batch,
+                        0..heads,
+                        start..(start + chunk).min(n),
+                        0..d,
+                    ]))
+                })
+                .collect();
+            Tensor::cat(parts, 2)
+        }
+        _ => attend(q),
+    };
+    out.swap_dims(1, 2).reshape([batch, n, inner])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    type B = burn::backend::Flex;
+
+    #[test]
+    fn chunked_attention_equals_full_attention() {
+        let device = Default::default();
+        for (batch, n, m, heads, d, chunk) in [
+            (2, 15, 15, 1, 16, 4),
+            (2, 24, 9, 2, 8, 7),
+            (1, 10, 10, 1, 4, 3),
+        ] {
+            let r = |len| {
+                Tensor::<B, 3>::random(
+                    [batch, len, heads * d],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                )
+            };
+            let (q, k, v) = (r(n), r(m), r(m));
+            let full = multi_head_attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                heads,
+                AttentionChunking::Full,
+            );
+            let chunked = multi_head_attention(q, k, v, heads, AttentionChunking::Queries(chunk));
+            let diff = (full - chunked).abs().max().into_scalar();
+            assert!(
+                diff < 1e-5,
+                "batch {batch} n {n} heads {heads} chunk {chunk}: diff {diff}"
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@ mod load;
 mod safetensors_file;
 pub mod text;
 pub mod unet;
+pub mod vae;
 
 pub use checkpoint::{Checkpoint, WeightsStem};
 pub use config::{read_config, read_json};

@@ -1,0 +1,148 @@
+//! The SDXL VAE against diffusers 0.42.1: encode, posterior, decode, tiled encode and decode on a
+//! tiny SDXL-architecture AutoencoderKL, and the full-size key list.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+use sdxl_vae::{AutoencoderKL, DiagonalGaussian, VaeConfig};
+use serde::Deserialize;
+use sharpen_nn::AttentionChunking;
+use sharpen_tests::{assert_close, fixture, Reference, TestBackend as B};
+use sharpen_weights::expected_keys;
+use sharpen_weights::vae::{load_vae, load_vae_config};
+
+const TOL: f32 = 1e-4;
+
+fn tensor(r: &Reference, key: &str) -> Tensor<B, 4> {
+    Tensor::from_data(r.data(key), &Default::default())
+}
+
+fn tiny() -> AutoencoderKL<B> {
+    let dir = fixture("vae/tiny");
+    assert_eq!(
+        load_vae_config(&dir).unwrap(),
+        VaeConfig::tiny_sdxl(),
+        "the tiny preset mirrors the fixture config"
+    );
+    load_vae::<B>(&dir, None, &Default::default()).unwrap()
+}
+
+#[test]
+fn tiny_vae_encode_and_decode_match_diffusers() {
+    let vae = tiny();
+    let r = Reference::open("vae/outputs.safetensors");
+    let images = tensor(&r, "images");
+    assert_close(
+        "moments",
+        &vae.encode_moments(images.clone()),
+        &r.data("moments"),
+        TOL,
+    );
+    let posterior = vae.encode(images);
+    assert_close("posterior mean", &posterior.mean, &r.data("mean"), TOL);
+    assert_close(
+        "posterior logvar",
+        &posterior.logvar,
+        &r.data("logvar"),
+        TOL,
+    );
+    assert_close(
+        "posterior sample",
+        &posterior.sample(tensor(&r, "noise")),
+        &r.data("sample"),
+        TOL,
+    );
+    assert_close(
+        "decode",
+        &vae.decode(tensor(&r, "z")),
+        &r.data("decoded"),
+        TOL,
+    );
+}
+
+#[test]
+fn tiny_vae_tiled_encode_and_decode_match_diffusers() {
+    let mut vae = tiny();
+    let r = Reference::open("vae/outputs.safetensors");
+    assert_close(
+        "tiled encode",
+        &vae.encode_tiled(tensor(&r, "tiled.images")).mean,
+        &r.data("tiled.mean"),
+        TOL,
+    );
+    assert_close(
+        "tiled decode",
+        &vae.decode_tiled(tensor(&r, "tiled.z")),
+        &r.data("tiled.decoded"),
+        TOL,
+    );
+    // Latents that fit one tile pass straight through.
+    let small = tensor(&r, "z").narrow(3, 0, 4);
+    assert_close(
+        "decode_tiled on one tile",
+        &vae.decode_tiled(small.clone()),
+        &vae.decode(small).to_data(),
+        0.0,
+    );
+    // Chunked mid-block attention changes nothing.
+    vae.set_attention_chunking(AttentionChunking::Queries(4));
+    assert_close(
+        "decode, chunked attention",
+        &vae.decode(tensor(&r, "z")),
+        &r.data("decoded"),
+        TOL,
+    );
+}
+
+#[test]
+fn posterior_clamps_logvar_and_latents_scale_round_trip() {
+    let device = Default::default();
+    let moments = Tensor::<B, 4>::from_floats([[[[1.0]], [[-2.0]], [[-40.0]], [[25.0]]]], &device);
+    let p = DiagonalGaussian::from_moments(moments);
+    assert_eq!(
+        p.logvar.to_data().to_vec::<f32>().unwrap(),
+        vec![-30.0, 20.0]
+    );
+    let vae = tiny();
+    let z = Tensor::<B, 4>::from_floats([[[[2.0, -1.0]]]], &device);
+    let scaled = vae.scale_latents(z.clone());
+    assert_eq!(
+        scaled.to_data().to_vec::<f32>().unwrap(),
+        vec![2.0 * 0.13025, -0.13025]
+    );
+    assert_close(
+        "unscale(scale(z))",
+        &vae.unscale_latents(scaled),
+        &z.to_data(),
+        1e-6,
+    );
+}
+
+#[derive(Deserialize)]
+struct KeyList {
+    keys: BTreeMap<String, Vec<usize>>,
+}
+
+#[test]
+fn full_size_sdxl_vae_has_the_reference_keys_and_shapes() {
+    let vae = AutoencoderKL::<B>::new(&VaeConfig::sdxl_base_1_0(), &Default::default());
+    let ours = expected_keys::<B, _>(&vae);
+    let text = std::fs::read_to_string(fixture("vae/keys_sdxl_base_1_0.json")).unwrap();
+    let reference = serde_json::from_str::<KeyList>(&text).unwrap().keys;
+    let missing: Vec<_> = reference
+        .keys()
+        .filter(|k| !ours.contains_key(*k))
+        .collect();
+    let extra: Vec<_> = ours
+        .keys()
+        .filter(|k| !reference.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
+    for (k, shape) in &reference {
+        assert_eq!(&ours[k], shape, "shape of {k}");
+    }
+    println!("{} keys match", reference.len());
+}
