@@ -40,7 +40,15 @@ fn tiny_unet_matches_diffusers() {
     let mut unet = load_unet::<B>(&dir, None, &Default::default()).unwrap();
     let r = Reference::open("unet/outputs.safetensors");
     for case in ["nonsquare", "odd"] {
-        let out = unet.forward(input(&r, case));
+        let inp = input(&r, case);
+        let added = inp.added_cond.clone().expect("SDXL input");
+        let aug = unet.added_embedding(&added).expect("text_time UNet");
+        let what = format!("unet {case} added-condition embedding");
+        assert_close(&what, &aug, &r.data(&format!("{case}.aug_emb")), TOL);
+        let emb = unet.embed_time(inp.timestep.clone(), Some(&added)) - aug;
+        let what = format!("unet {case} time embedding");
+        assert_close(&what, &emb, &r.data(&format!("{case}.time_emb")), TOL);
+        let out = unet.forward(inp);
         assert_close(
             &format!("unet {case}"),
             &out,
@@ -57,6 +65,29 @@ fn tiny_unet_matches_diffusers() {
         &r.data("nonsquare.out"),
         TOL,
     );
+}
+
+/// A second tiny config: four levels in SD 2.x order, one resnet per level, no added
+/// conditioning, sin-first timestep embedding with freq_shift 1, odd latent sizes on the way down.
+#[test]
+fn second_tiny_unet_config_matches_diffusers() {
+    let unet = load_unet::<B>(&fixture("unet/tiny_b"), None, &Default::default()).unwrap();
+    assert!(unet.add_embedding.is_none());
+    let r = Reference::open("unet/outputs_b.safetensors");
+    let timestep: Tensor<B, 1> = tensor(&r, "timestep");
+    assert_close(
+        "unet B time embedding",
+        &unet.embed_time(timestep.clone(), None),
+        &r.data("time_emb"),
+        TOL,
+    );
+    let out = unet.forward(UNetInput {
+        sample: tensor(&r, "sample"),
+        timestep,
+        encoder_hidden_states: tensor(&r, "encoder_hidden_states"),
+        added_cond: None,
+    });
+    assert_close("unet B", &out, &r.data("out"), TOL);
 }
 
 #[derive(Deserialize)]

@@ -60,6 +60,27 @@ fn tiny_vae_encode_and_decode_match_diffusers() {
     );
 }
 
+/// A real photo (scikit-image's astronaut at 64 px) through encode and decode.
+#[test]
+fn tiny_vae_round_trip_of_a_real_photo_matches_diffusers() {
+    let vae = tiny();
+    let r = Reference::open("vae/outputs.safetensors");
+    let posterior = vae.encode(tensor(&r, "photo"));
+    assert_close(
+        "photo posterior mean",
+        &posterior.mean,
+        &r.data("photo.mean"),
+        TOL,
+    );
+    let reconstruction = vae.decode(posterior.mode());
+    assert_close(
+        "photo reconstruction",
+        &reconstruction,
+        &r.data("photo.reconstruction"),
+        TOL,
+    );
+}
+
 #[test]
 fn tiny_vae_tiled_encode_and_decode_match_diffusers() {
     let mut vae = tiny();

@@ -108,6 +108,9 @@ pub fn assert_close<B: Backend, const D: usize>(
         .expect("f32")
         .iter()
         .fold(0.0f32, |m, x| m.max(x.abs()));
-    println!("{what}: max abs diff {diff:.3e} (reference max |x| {scale:.3})");
+    let relative = if scale > 0.0 { diff / scale } else { 0.0 };
+    println!(
+        "{what}: max abs diff {diff:.3e} (reference max |x| {scale:.3}, relative {relative:.2e})"
+    );
     assert!(diff <= tol, "{what}: max abs diff {diff:e} > {tol:e}");
 }

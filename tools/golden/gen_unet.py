@@ -50,9 +50,29 @@ TINY = dict(
     norm_num_groups=4,
 )
 
+# A second tiny config with other block orders and options: four levels, cross-attention first
+# (SD 2.x order), one resnet per level, 8-channel groups, no added conditioning, sin-first
+# timestep embedding with freq_shift 1.
+TINY_B = dict(
+    TINY,
+    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    block_out_channels=[16, 24, 32, 40],
+    layers_per_block=1,
+    transformer_layers_per_block=[1, 2, 1, 1],
+    attention_head_dim=[2, 3, 4, 5],
+    cross_attention_dim=20,
+    norm_num_groups=8,
+    addition_embed_type=None,
+    addition_time_embed_dim=None,
+    projection_class_embeddings_input_dim=None,
+    flip_sin_to_cos=False,
+    freq_shift=1,
+)
+
 # name: (batch, height, width, tokens, timesteps)
 CASES = {
-    "nonsquare": (2, 16, 24, 9, [999.0, 37.0]),
+    "nonsquare": (2, 8, 12, 9, [999.0, 37.0]),
     "odd": (1, 10, 14, 5, [500.0]),
 }
 
@@ -74,6 +94,12 @@ def main():
         time_ids = torch.tensor([[h * 8, w * 8, 0, 0, h * 8, w * 8], [1024, 768, 16, 8, 896, 640]][:b], dtype=torch.float32)
         t = torch.tensor(ts)
         pred = unet(sample, t, context, added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids}).sample
+        # Intermediate embeddings: the time embedding and the added-condition embedding.
+        emb = unet.time_embedding(unet.time_proj(t))
+        time_embeds = unet.add_time_proj(time_ids.flatten()).reshape(b, -1)
+        aug = unet.add_embedding(torch.cat([text_embeds, time_embeds], dim=-1))
+        out[f"{name}.time_emb"] = emb
+        out[f"{name}.aug_emb"] = aug
         out.update({
             f"{name}.sample": sample,
             f"{name}.timestep": t,
@@ -83,6 +109,19 @@ def main():
             f"{name}.out": pred,
         })
     save_tensors(OUT / "outputs.safetensors", out)
+
+    torch.manual_seed(1)
+    unet_b = UNet2DConditionModel(**TINY_B).eval()
+    rerandomise(unet_b, 7)
+    unet_b.save_pretrained(OUT / "tiny_b", safe_serialization=True)
+    sample = torch.randn(2, 4, 8, 12, generator=gen)
+    context = torch.randn(2, 6, 20, generator=gen)
+    t = torch.tensor([981.0, 1.0])
+    save_tensors(OUT / "outputs_b.safetensors", {
+        "sample": sample, "timestep": t, "encoder_hidden_states": context,
+        "time_emb": unet_b.time_embedding(unet_b.time_proj(t)),
+        "out": unet_b(sample, t, context).sample,
+    })
 
     with torch.device("meta"):
         full = UNet2DConditionModel(**SDXL)

@@ -7,6 +7,7 @@ Writes tests/fixtures/vae/:
   keys_sdxl_base_1_0.json
 """
 
+import numpy as np
 import torch
 from common import FIXTURES, key_shapes, rerandomise, save_tensors, write_json
 from diffusers import AutoencoderKL
@@ -52,6 +53,17 @@ def main():
     z = torch.randn(2, 4, 3, 5, generator=gen)
     out["z"] = z
     out["decoded"] = vae.decode(z).sample
+    # A real photo: scikit-image's astronaut, resized to 64 px (PIL bicubic), mapped to [-1, 1].
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut()).resize((64, 64), Image.BICUBIC)
+    photo = torch.from_numpy(np.asarray(photo).copy()).float()[None].permute(0, 3, 1, 2)
+    photo = photo / 127.5 - 1
+    out["photo"] = photo
+    photo_posterior = vae.encode(photo).latent_dist
+    out["photo.mean"] = photo_posterior.mean
+    out["photo.reconstruction"] = vae.decode(photo_posterior.mean).sample
     # Tiled (sample_size 32: 4x4-latent tiles overlapping by a quarter).
     vae.enable_tiling()
     big = torch.rand(1, 3, 56, 72, generator=gen) * 2 - 1

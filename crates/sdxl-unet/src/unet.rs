@@ -152,8 +152,27 @@ impl<B: Backend> UNet2DConditionModel<B> {
         }
     }
 
-    /// The time embedding: sinusoidal(timestep) -> MLP, plus the `text_time` embedding when present.
-    fn embed_time(&self, timestep: Tensor<B, 1>, added: Option<AddedCond<B>>) -> Tensor<B, 2> {
+    /// SDXL's added-condition embedding: `add_embedding([text_embeds, sinusoidal(time_ids)])`:
+    /// [batch, time_embed_dim]. `None` for UNets without `text_time` conditioning.
+    pub fn added_embedding(&self, added: &AddedCond<B>) -> Option<Tensor<B, 2>> {
+        let (add, tt) = (self.add_embedding.as_ref()?, self.config.text_time?);
+        let cfg = &self.config;
+        let [batch, ids] = added.time_ids.dims();
+        let time = timestep_embedding(
+            added.time_ids.clone().reshape([batch * ids]),
+            tt.time_embed_dim,
+            cfg.flip_sin_to_cos,
+            cfg.freq_shift,
+        )
+        .reshape([batch, ids * tt.time_embed_dim]);
+        Some(add.forward(Tensor::cat(vec![added.text_embeds.clone(), time], 1)))
+    }
+
+    /// The embedding every resnet receives: `time_embedding(sinusoidal(timestep))`, plus the
+    /// added-condition embedding when the UNet has one: [batch, time_embed_dim].
+    ///
+    /// Panics when the UNet has `text_time` conditioning and `added` is `None`.
+    pub fn embed_time(&self, timestep: Tensor<B, 1>, added: Option<&AddedCond<B>>) -> Tensor<B, 2> {
         let cfg = &self.config;
         let t = timestep_embedding(
             timestep,
@@ -162,29 +181,19 @@ impl<B: Backend> UNet2DConditionModel<B> {
             cfg.freq_shift,
         );
         let emb = self.time_embedding.forward(t);
-        match (&self.add_embedding, cfg.text_time, added) {
-            (Some(add), Some(tt), Some(added)) => {
-                let [batch, ids] = added.time_ids.dims();
-                let time = timestep_embedding(
-                    added.time_ids.reshape([batch * ids]),
-                    tt.time_embed_dim,
-                    cfg.flip_sin_to_cos,
-                    cfg.freq_shift,
-                )
-                .reshape([batch, ids * tt.time_embed_dim]);
-                emb + add.forward(Tensor::cat(vec![added.text_embeds, time], 1))
-            }
-            (Some(_), _, None) => {
+        match (&self.add_embedding, added) {
+            (Some(_), Some(added)) => emb + self.added_embedding(added).expect("text_time UNet"),
+            (Some(_), None) => {
                 panic!("this UNet has text_time conditioning: UNetInput::added_cond is required")
             }
-            _ => emb,
+            (None, _) => emb,
         }
     }
 
     /// Predicts noise (or v, per the scheduler's prediction type): [batch, out_channels, h, w].
     pub fn forward(&self, input: UNetInput<B>) -> Tensor<B, 4> {
         // 1. time
-        let emb = self.embed_time(input.timestep, input.added_cond);
+        let emb = self.embed_time(input.timestep, input.added_cond.as_ref());
         let context = input.encoder_hidden_states;
         // 2. pre-process
         let mut h = self.conv_in.forward(input.sample);
