@@ -190,3 +190,58 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A UNet checkpoint with a missing, an extra and a wrongly shaped tensor fails with one error
+/// that names all three.
+#[test]
+fn broken_unet_checkpoint_names_the_bad_tensors() {
+    use safetensors::tensor::TensorView;
+    let src = fixture("unet/tiny");
+    let dir = std::env::temp_dir().join(format!("sharpen-broken-unet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let missing = "mid_block.attentions.0.transformer_blocks.1.ff.net.2.weight";
+    let reshaped = "conv_in.bias";
+    let extra = [0u8; 8];
+    let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
+    for (name, view) in file.tensors() {
+        if name == missing {
+            continue;
+        }
+        if name == reshaped {
+            // 8 values stored as [2, 4] instead of [8].
+            views.push((
+                name,
+                TensorView::new(view.dtype(), vec![2, 4], view.data()).unwrap(),
+            ));
+        } else {
+            views.push((name, view));
+        }
+    }
+    views.push((
+        "up_blocks.0.attentions.9.proj_in.weight".into(),
+        TensorView::new(safetensors::Dtype::F32, vec![2], &extra).unwrap(),
+    ));
+    safetensors::serialize_to_file(
+        views,
+        None,
+        &dir.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let err = load_unet::<B>(&dir, None, &Default::default())
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    for name in [
+        missing,
+        reshaped,
+        "up_blocks.0.attentions.9.proj_in.weight",
+        "[8]",
+        "[2, 4]",
+        "diffusion_pytorch_model.safetensors",
+    ] {
+        assert!(err.contains(name), "error does not name {name}:\n{err}");
+    }
+}

@@ -19,6 +19,8 @@ pub struct LoadSpec<'a> {
     pub model: &'a str,
     /// Maps a checkpoint key to the module key (PyTorch naming) it loads into.
     pub key_map: &'a dyn Fn(&str) -> String,
+    /// The inverse of `key_map`, so that missing parameters are reported in checkpoint naming.
+    pub checkpoint_key: &'a dyn Fn(&str) -> String,
     /// Mapped keys that a checkpoint may carry without the model using them (old buffers such as
     /// `position_ids`): whole-key regular expressions.
     pub allowed_extra: &'a [&'a str],
@@ -29,10 +31,15 @@ impl LoadSpec<'_> {
     pub fn exact(model: &str) -> LoadSpec<'_> {
         LoadSpec {
             model,
-            key_map: &|k: &str| k.to_string(),
+            key_map: &identity,
+            checkpoint_key: &identity,
             allowed_extra: &[],
         }
     }
+}
+
+fn identity(key: &str) -> String {
+    key.to_string()
 }
 
 /// The module's parameters in checkpoint naming (PyTorch layout: norm `weight`/`bias`, Linear
@@ -146,7 +153,7 @@ pub fn load_module<B: Backend, M: Module<B>>(
     }
     for (key, (shape, _)) in &expected {
         match provided.get(key) {
-            None => report.missing.push(key.clone()),
+            None => report.missing.push((spec.checkpoint_key)(key)),
             Some(file_key) => {
                 let (path, entry) = checkpoint
                     .entry(file_key)

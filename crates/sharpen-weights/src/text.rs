@@ -31,6 +31,8 @@ fn clip_spec(model: &str) -> LoadSpec<'_> {
     LoadSpec {
         model,
         key_map: &clip_text_key,
+        // Module keys are the SDXL repository's checkpoint keys.
+        checkpoint_key: &|k: &str| k.to_string(),
         allowed_extra: CLIP_TEXT_EXTRAS,
     }
 }

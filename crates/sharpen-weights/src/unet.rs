@@ -54,6 +54,7 @@ pub fn load_unet<B: Backend>(
     let spec = LoadSpec {
         model: "UNet2DConditionModel",
         key_map: &unet_key,
+        checkpoint_key: &unet_checkpoint_key,
         allowed_extra: &[],
     };
     load_module(

@@ -262,8 +262,8 @@ fn allowed_extras_are_not_unused() {
     assert!(load(&path).is_err());
     let spec = LoadSpec {
         model: "Tiny",
-        key_map: &|k: &str| k.to_string(),
         allowed_extra: &[r"proj\.position_ids"],
+        ..LoadSpec::exact("Tiny")
     };
     load_module(tiny(), &Checkpoint::open_file(&path).unwrap(), &spec).unwrap();
 }
