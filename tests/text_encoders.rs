@@ -14,6 +14,7 @@ use sharpen_weights::expected_keys;
 use sharpen_weights::text::{
     clip_text_key, load_clip_text_model, load_clip_text_model_with_projection, load_sdxl_tokenizers,
 };
+use sharpen_weights::LoadOptions;
 
 const TOL: f32 = 1e-4;
 
@@ -21,12 +22,19 @@ fn encoders() -> SdxlTextEncoders<B> {
     let device = Default::default();
     SdxlTextEncoders {
         // f32 file in the SDXL repository's layout (`text_model.` prefix, legacy position_ids buffer).
-        text_encoder: load_clip_text_model::<B>(&fixture("text/text_encoder"), None, &device)
-            .unwrap(),
+        text_encoder: load_clip_text_model::<B>(
+            &fixture("text/text_encoder"),
+            &LoadOptions::default(),
+            &device,
+        )
+        .unwrap(),
         // f16 `model.fp16.safetensors` variant, cast to f32 at load.
         text_encoder_2: load_clip_text_model_with_projection::<B>(
             &fixture("text/text_encoder_2"),
-            Some("fp16"),
+            &LoadOptions {
+                variant: Some("fp16".into()),
+                dtype: None,
+            },
             &device,
         )
         .unwrap(),

@@ -10,6 +10,7 @@ use sharpen_nn::AttentionChunking;
 use sharpen_tests::{assert_close, fixture, Reference, TestBackend as B};
 use sharpen_weights::expected_keys;
 use sharpen_weights::unet::{load_unet, load_unet_config, unet_checkpoint_key, unet_key};
+use sharpen_weights::LoadOptions;
 
 const TOL: f32 = 1e-4;
 
@@ -37,7 +38,7 @@ fn tiny_unet_matches_diffusers() {
         UNetConfig::tiny_sdxl(),
         "the tiny preset mirrors the fixture config"
     );
-    let mut unet = load_unet::<B>(&dir, None, &Default::default()).unwrap();
+    let mut unet = load_unet::<B>(&dir, &LoadOptions::default(), &Default::default()).unwrap();
     let r = Reference::open("unet/outputs.safetensors");
     for case in ["nonsquare", "odd"] {
         let inp = input(&r, case);
@@ -71,7 +72,12 @@ fn tiny_unet_matches_diffusers() {
 /// conditioning, sin-first timestep embedding with freq_shift 1, odd latent sizes on the way down.
 #[test]
 fn second_tiny_unet_config_matches_diffusers() {
-    let unet = load_unet::<B>(&fixture("unet/tiny_b"), None, &Default::default()).unwrap();
+    let unet = load_unet::<B>(
+        &fixture("unet/tiny_b"),
+        &LoadOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
     assert!(unet.add_embedding.is_none());
     let r = Reference::open("unet/outputs_b.safetensors");
     let timestep: Tensor<B, 1> = tensor(&r, "timestep");
@@ -230,7 +236,7 @@ fn broken_unet_checkpoint_names_the_bad_tensors() {
         &dir.join("diffusion_pytorch_model.safetensors"),
     )
     .unwrap();
-    let err = load_unet::<B>(&dir, None, &Default::default())
+    let err = load_unet::<B>(&dir, &LoadOptions::default(), &Default::default())
         .unwrap_err()
         .to_string();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -243,5 +249,46 @@ fn broken_unet_checkpoint_names_the_bad_tensors() {
         "diffusion_pytorch_model.safetensors",
     ] {
         assert!(err.contains(name), "error does not name {name}:\n{err}");
+    }
+}
+
+/// Weights cast at load to bf16 / f16 (as CUDA runs use them) compute in that dtype; the result
+/// stays close to the f32 reference within the precision of the format.
+#[test]
+fn tiny_unet_loads_and_runs_in_half_precision() {
+    use burn::tensor::DType;
+    let r = Reference::open("unet/outputs.safetensors");
+    let reference = r.data("nonsquare.out");
+    let scale = reference
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .fold(0.0f32, |m, x| m.max(x.abs()));
+    // (dtype, tolerance relative to the output's max |x|): bf16 keeps 8 bits of mantissa, f16 11.
+    for (dtype, rel_tol) in [(DType::BF16, 0.05), (DType::F16, 0.01)] {
+        let options = LoadOptions {
+            variant: None,
+            dtype: Some(dtype),
+        };
+        let unet = load_unet::<B>(&fixture("unet/tiny"), &options, &Default::default()).unwrap();
+        assert_eq!(unet.dtype(), dtype);
+        assert_eq!(
+            unet.up_blocks[0].attentions[0].transformer_blocks[0]
+                .ff
+                .net_2
+                .weight
+                .val()
+                .dtype(),
+            dtype
+        );
+        let out = unet.forward(input(&r, "nonsquare"));
+        assert_eq!(out.dtype(), dtype);
+        let out = out.cast(DType::F32);
+        assert_close(
+            &format!("unet nonsquare in {dtype:?}"),
+            &out,
+            &reference,
+            rel_tol * scale,
+        );
     }
 }

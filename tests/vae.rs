@@ -10,6 +10,7 @@ use sharpen_nn::AttentionChunking;
 use sharpen_tests::{assert_close, fixture, Reference, TestBackend as B};
 use sharpen_weights::expected_keys;
 use sharpen_weights::vae::{load_vae, load_vae_config};
+use sharpen_weights::LoadOptions;
 
 const TOL: f32 = 1e-4;
 
@@ -24,7 +25,7 @@ fn tiny() -> AutoencoderKL<B> {
         VaeConfig::tiny_sdxl(),
         "the tiny preset mirrors the fixture config"
     );
-    load_vae::<B>(&dir, None, &Default::default()).unwrap()
+    load_vae::<B>(&dir, &LoadOptions::default(), &Default::default()).unwrap()
 }
 
 #[test]

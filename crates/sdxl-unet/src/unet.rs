@@ -5,7 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use sharpen_nn::{timestep_embedding, AttentionChunking, TimestepEmbedding};
 
 use crate::blocks::{DownBlock, LevelContext, MidBlock, UpBlock, UpChannels};
@@ -135,6 +135,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
         }
     }
 
+    /// The dtype of the parameters (and of the computation).
+    pub fn dtype(&self) -> DType {
+        self.conv_in.weight.val().dtype()
+    }
+
     /// Bounds the memory of every attention layer's scores (see [`AttentionChunking`]).
     pub fn set_attention_chunking(&mut self, chunking: AttentionChunking) {
         let transformers = self
@@ -165,7 +170,9 @@ impl<B: Backend> UNet2DConditionModel<B> {
             cfg.freq_shift,
         )
         .reshape([batch, ids * tt.time_embed_dim]);
-        Some(add.forward(Tensor::cat(vec![added.text_embeds.clone(), time], 1)))
+        let dtype = self.dtype();
+        let text = added.text_embeds.clone().cast(dtype);
+        Some(add.forward(Tensor::cat(vec![text, time.cast(dtype)], 1)))
     }
 
     /// The embedding every resnet receives: `time_embedding(sinusoidal(timestep))`, plus the
@@ -180,7 +187,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             cfg.flip_sin_to_cos,
             cfg.freq_shift,
         );
-        let emb = self.time_embedding.forward(t);
+        let emb = self.time_embedding.forward(t.cast(self.dtype()));
         match (&self.add_embedding, added) {
             (Some(_), Some(added)) => emb + self.added_embedding(added).expect("text_time UNet"),
             (Some(_), None) => {
@@ -194,9 +201,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
     pub fn forward(&self, input: UNetInput<B>) -> Tensor<B, 4> {
         // 1. time
         let emb = self.embed_time(input.timestep, input.added_cond.as_ref());
-        let context = input.encoder_hidden_states;
+        // Inputs follow the parameters' dtype (f32, or bf16/f16 when loaded so).
+        let dtype = self.dtype();
+        let context = input.encoder_hidden_states.cast(dtype);
         // 2. pre-process
-        let mut h = self.conv_in.forward(input.sample);
+        let mut h = self.conv_in.forward(input.sample.cast(dtype));
         // 3. down
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {

@@ -6,7 +6,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use sharpen_nn::AttentionChunking;
 
 use crate::blocks::{DecoderBlock, EncoderBlock, VaeMidBlock, VAE_EPS};
@@ -180,9 +180,15 @@ impl<B: Backend> AutoencoderKL<B> {
         }
     }
 
-    /// Encoder then `quant_conv`: [batch, 3, h, w] -> [batch, 2 x latent, h/8, w/8].
+    /// The dtype of the parameters (f32 unless loaded otherwise: SDXL's VAE overflows in f16).
+    pub fn dtype(&self) -> DType {
+        self.encoder.conv_in.weight.val().dtype()
+    }
+
+    /// Encoder then `quant_conv`: [batch, 3, h, w] -> [batch, 2 x latent, h/8, w/8]. The input is
+    /// cast to the VAE's dtype.
     pub fn encode_moments(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.encoder.forward(images);
+        let h = self.encoder.forward(images.cast(self.dtype()));
         match &self.quant_conv {
             Some(q) => q.forward(h),
             None => h,
@@ -196,6 +202,7 @@ impl<B: Backend> AutoencoderKL<B> {
 
     /// Unscaled latents [batch, latent, h, w] -> images in about [-1, 1]: [batch, 3, 8h, 8w].
     pub fn decode(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        let z = z.cast(self.dtype());
         let z = match &self.post_quant_conv {
             Some(p) => p.forward(z),
             None => z,

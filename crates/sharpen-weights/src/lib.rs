@@ -20,6 +20,8 @@ pub mod vae;
 pub use checkpoint::{Checkpoint, WeightsStem};
 pub use config::{read_config, read_json};
 pub use error::{KeyReport, WeightsError};
-pub use load::{expected_keys, load_module, LoadSpec};
+pub use load::{
+    expected_keys, expected_params, load_module, load_module_as, LoadOptions, LoadSpec,
+};
 pub use safetensors::Dtype as SafetensorsDtype;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};

@@ -38,6 +38,22 @@ impl LoadSpec<'_> {
     }
 }
 
+/// What a user chooses when loading a model folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadOptions {
+    /// Weight file variant: `Some("fp16")` reads `*.fp16.safetensors`.
+    pub variant: Option<String>,
+    /// Parameter dtype (default: the backend's float type, f32 on the CPU). F16/BF16 files are
+    /// cast to it; bf16 or f16 halves the memory of a CUDA run.
+    pub dtype: Option<DType>,
+}
+
+impl LoadOptions {
+    pub fn variant(&self) -> Option<&str> {
+        self.variant.as_deref()
+    }
+}
+
 fn identity(key: &str) -> String {
     key.to_string()
 }
@@ -122,11 +138,25 @@ impl<B: Backend> ModuleVisitor<B> for KeyVisitor {
 /// shape-mismatched keys are one error listing all of them; nothing is applied then. Tensors are
 /// cast to the dtype of the parameter they load into (F16/BF16 files into an F32 model, say).
 pub fn load_module<B: Backend, M: Module<B>>(
-    mut module: M,
+    module: M,
     checkpoint: &Checkpoint,
     spec: &LoadSpec<'_>,
 ) -> Result<M, WeightsError> {
-    let expected = expected_params::<B, M>(&module);
+    load_module_as(module, checkpoint, spec, None)
+}
+
+/// [`load_module`], with every parameter stored in `dtype` (F32, F16, BF16) instead of the dtype
+/// the module was built with: weights are cast at load, and the f32 copy is never materialised.
+pub fn load_module_as<B: Backend, M: Module<B>>(
+    mut module: M,
+    checkpoint: &Checkpoint,
+    spec: &LoadSpec<'_>,
+    dtype: Option<DType>,
+) -> Result<M, WeightsError> {
+    let mut expected = expected_params::<B, M>(&module);
+    if let Some(dtype) = dtype {
+        expected.values_mut().for_each(|(_, d)| *d = dtype);
+    }
     let allowed: Vec<Regex> = spec
         .allowed_extra
         .iter()

@@ -12,7 +12,7 @@ use sdxl_text::{
 use crate::checkpoint::{Checkpoint, WeightsStem};
 use crate::config::read_config;
 use crate::error::WeightsError;
-use crate::load::{load_module, LoadSpec};
+use crate::load::{load_module_as, LoadOptions, LoadSpec};
 
 /// Checkpoint key -> module key for CLIP text encoders. The SDXL repository (saved by transformers
 /// 4) prefixes the tower with `text_model.`; transformers 5 saves a `CLIPTextModel` without it.
@@ -45,22 +45,23 @@ pub fn load_clip_text_config(dir: &Path) -> Result<ClipTextConfig, WeightsError>
 /// Loads a transformers `CLIPTextModel` folder (`config.json` + `model[.variant].safetensors` or shards).
 pub fn load_clip_text_model<B: Backend>(
     dir: &Path,
-    variant: Option<&str>,
+    options: &LoadOptions,
     device: &B::Device,
 ) -> Result<ClipTextModel<B>, WeightsError> {
     let config = load_clip_text_config(dir)?;
-    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Transformers, variant)?;
-    load_module(
+    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Transformers, options.variant())?;
+    load_module_as(
         ClipTextModel::new(&config, device),
         &checkpoint,
         &clip_spec("CLIPTextModel"),
+        options.dtype,
     )
 }
 
 /// Loads a transformers `CLIPTextModelWithProjection` folder.
 pub fn load_clip_text_model_with_projection<B: Backend>(
     dir: &Path,
-    variant: Option<&str>,
+    options: &LoadOptions,
     device: &B::Device,
 ) -> Result<ClipTextModelWithProjection<B>, WeightsError> {
     let path = dir.join("config.json");
@@ -72,11 +73,12 @@ pub fn load_clip_text_model_with_projection<B: Backend>(
                 .to_string(),
         });
     }
-    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Transformers, variant)?;
-    load_module(
+    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Transformers, options.variant())?;
+    load_module_as(
         ClipTextModelWithProjection::new(&config, device),
         &checkpoint,
         &clip_spec("CLIPTextModelWithProjection"),
+        options.dtype,
     )
 }
 
@@ -133,14 +135,14 @@ pub fn load_sdxl_tokenizers(root: &Path) -> Result<SdxlTokenizers, WeightsError>
 /// Loads `text_encoder/` and `text_encoder_2/` of an SDXL pipeline folder.
 pub fn load_sdxl_text_encoders<B: Backend>(
     root: &Path,
-    variant: Option<&str>,
+    options: &LoadOptions,
     device: &B::Device,
 ) -> Result<SdxlTextEncoders<B>, WeightsError> {
     Ok(SdxlTextEncoders {
-        text_encoder: load_clip_text_model(&root.join("text_encoder"), variant, device)?,
+        text_encoder: load_clip_text_model(&root.join("text_encoder"), options, device)?,
         text_encoder_2: load_clip_text_model_with_projection(
             &root.join("text_encoder_2"),
-            variant,
+            options,
             device,
         )?,
     })

@@ -8,7 +8,7 @@ use sdxl_unet::{UNet2DConditionModel, UNetConfig, UNetConfigJson};
 use crate::checkpoint::{Checkpoint, WeightsStem};
 use crate::config::read_config;
 use crate::error::WeightsError;
-use crate::load::{load_module, LoadSpec};
+use crate::load::{load_module_as, LoadOptions, LoadSpec};
 
 /// The UNet's key remap table: checkpoint key fragment <-> module path fragment. The only keys a
 /// Rust struct cannot mirror are the numbered entries of `FeedForward.net`.
@@ -46,20 +46,21 @@ pub fn load_unet_config(dir: &Path) -> Result<UNetConfig, WeightsError> {
 /// or shards), strictly.
 pub fn load_unet<B: Backend>(
     dir: &Path,
-    variant: Option<&str>,
+    options: &LoadOptions,
     device: &B::Device,
 ) -> Result<UNet2DConditionModel<B>, WeightsError> {
     let config = load_unet_config(dir)?;
-    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Diffusers, variant)?;
+    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Diffusers, options.variant())?;
     let spec = LoadSpec {
         model: "UNet2DConditionModel",
         key_map: &unet_key,
         checkpoint_key: &unet_checkpoint_key,
         allowed_extra: &[],
     };
-    load_module(
+    load_module_as(
         UNet2DConditionModel::new(&config, device),
         &checkpoint,
         &spec,
+        options.dtype,
     )
 }

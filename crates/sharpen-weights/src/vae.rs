@@ -8,7 +8,7 @@ use sdxl_vae::{AutoencoderKL, VaeConfig, VaeConfigJson};
 use crate::checkpoint::{Checkpoint, WeightsStem};
 use crate::config::read_config;
 use crate::error::WeightsError;
-use crate::load::{load_module, LoadSpec};
+use crate::load::{load_module_as, LoadOptions, LoadSpec};
 
 /// Reads and validates `dir/config.json` of a diffusers `AutoencoderKL`.
 pub fn load_vae_config(dir: &Path) -> Result<VaeConfig, WeightsError> {
@@ -18,14 +18,15 @@ pub fn load_vae_config(dir: &Path) -> Result<VaeConfig, WeightsError> {
 /// Loads a diffusers `vae/` folder strictly (module paths equal the checkpoint keys).
 pub fn load_vae<B: Backend>(
     dir: &Path,
-    variant: Option<&str>,
+    options: &LoadOptions,
     device: &B::Device,
 ) -> Result<AutoencoderKL<B>, WeightsError> {
     let config = load_vae_config(dir)?;
-    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Diffusers, variant)?;
-    load_module(
+    let checkpoint = Checkpoint::open_folder(dir, WeightsStem::Diffusers, options.variant())?;
+    load_module_as(
         AutoencoderKL::new(&config, device),
         &checkpoint,
         &LoadSpec::exact("AutoencoderKL"),
+        options.dtype,
     )
 }
