@@ -13,6 +13,8 @@ mod config;
 mod error;
 mod load;
 mod safetensors_file;
+pub mod single_file;
+mod source;
 pub mod text;
 pub mod unet;
 pub mod vae;
@@ -25,3 +27,4 @@ pub use load::{
 };
 pub use safetensors::Dtype as SafetensorsDtype;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
+pub use source::{SourceInfo, WeightSource};

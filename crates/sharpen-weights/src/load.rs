@@ -9,9 +9,9 @@ use burn::tensor::{DType, Element, Tensor};
 use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError};
 use regex::Regex;
 
-use crate::checkpoint::Checkpoint;
 use crate::error::{KeyReport, WeightsError};
 use crate::safetensors_file::SafetensorsFile;
+use crate::source::WeightSource;
 
 /// How a checkpoint's keys relate to a module's parameters.
 pub struct LoadSpec<'a> {
@@ -139,7 +139,7 @@ impl<B: Backend> ModuleVisitor<B> for KeyVisitor {
 /// cast to the dtype of the parameter they load into (F16/BF16 files into an F32 model, say).
 pub fn load_module<B: Backend, M: Module<B>>(
     module: M,
-    checkpoint: &Checkpoint,
+    checkpoint: &impl WeightSource,
     spec: &LoadSpec<'_>,
 ) -> Result<M, WeightsError> {
     load_module_as(module, checkpoint, spec, None)
@@ -149,7 +149,7 @@ pub fn load_module<B: Backend, M: Module<B>>(
 /// the module was built with: weights are cast at load, and the f32 copy is never materialised.
 pub fn load_module_as<B: Backend, M: Module<B>>(
     mut module: M,
-    checkpoint: &Checkpoint,
+    checkpoint: &impl WeightSource,
     spec: &LoadSpec<'_>,
     dtype: Option<DType>,
 ) -> Result<M, WeightsError> {
@@ -167,6 +167,7 @@ pub fn load_module_as<B: Backend, M: Module<B>>(
     // module key -> checkpoint key
     let mut provided: BTreeMap<String, String> = BTreeMap::new();
     for file_key in checkpoint.keys() {
+        let file_key = file_key.as_str();
         let key = (spec.key_map)(file_key);
         if !expected.contains_key(&key) {
             if !allowed.iter().any(|r| r.is_match(&key)) {
@@ -176,7 +177,7 @@ pub fn load_module_as<B: Backend, M: Module<B>>(
         }
         if let Some(previous) = provided.insert(key.clone(), file_key.to_string()) {
             return Err(WeightsError::InvalidSafetensors {
-                path: checkpoint.describe_files().into(),
+                path: checkpoint.describe().into(),
                 message: format!("keys `{previous}` and `{file_key}` both load into `{key}`"),
             });
         }
@@ -185,12 +186,12 @@ pub fn load_module_as<B: Backend, M: Module<B>>(
         match provided.get(key) {
             None => report.missing.push((spec.checkpoint_key)(key)),
             Some(file_key) => {
-                let (path, entry) = checkpoint
-                    .entry(file_key)
+                let entry = checkpoint
+                    .info(file_key)
                     .expect("key listed by the checkpoint");
                 if !SafetensorsFile::is_float(entry.dtype) {
                     return Err(WeightsError::WrongDtype {
-                        path: path.to_path_buf(),
+                        path: entry.path.clone(),
                         key: file_key.clone(),
                         dtype: format!("{:?}", entry.dtype),
                     });
@@ -208,7 +209,7 @@ pub fn load_module_as<B: Backend, M: Module<B>>(
     if !report.is_clean() {
         return Err(WeightsError::KeyMismatch {
             model: spec.model.to_string(),
-            files: checkpoint.describe_files(),
+            files: checkpoint.describe(),
             report,
         });
     }
@@ -236,7 +237,7 @@ pub fn load_module_as<B: Backend, M: Module<B>>(
     let result = module.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
     if let Some(error) = result.errors.first() {
         return Err(WeightsError::Apply {
-            path: checkpoint.describe_files().into(),
+            path: checkpoint.describe().into(),
             key: String::new(),
             message: error.to_string(),
         });
@@ -248,10 +249,10 @@ pub fn load_module_as<B: Backend, M: Module<B>>(
         };
         return Err(WeightsError::KeyMismatch {
             model: spec.model.to_string(),
-            files: checkpoint.describe_files(),
+            files: checkpoint.describe(),
             report,
         });
     }
-    tracing::debug!(model = spec.model, tensors = result.applied.len(), files = %checkpoint.describe_files(), "loaded weights");
+    tracing::debug!(model = spec.model, tensors = result.applied.len(), files = %checkpoint.describe(), "loaded weights");
     Ok(module)
 }
