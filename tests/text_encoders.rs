@@ -241,6 +241,13 @@ fn full_size_sdxl_encoders_have_the_reference_keys_and_shapes() {
         for (k, shape) in &reference {
             assert_eq!(&ours[k], shape, "{file}: shape of {k}");
         }
-        println!("{file}: {} keys match", reference.len());
+        let params: usize = reference
+            .values()
+            .map(|s| s.iter().product::<usize>())
+            .sum();
+        println!(
+            "{file}: {} keys, {params} parameters match",
+            reference.len()
+        );
     }
 }

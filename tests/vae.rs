@@ -166,5 +166,10 @@ fn full_size_sdxl_vae_has_the_reference_keys_and_shapes() {
     for (k, shape) in &reference {
         assert_eq!(&ours[k], shape, "shape of {k}");
     }
-    println!("{} keys match", reference.len());
+    let params: usize = reference
+        .values()
+        .map(|s| s.iter().product::<usize>())
+        .sum();
+    println!("{} keys, {params} parameters match", reference.len());
+    assert_eq!(params, 83_653_863, "SDXL VAE parameter count");
 }
