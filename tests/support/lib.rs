@@ -75,6 +75,27 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// An F64 tensor's values, flattened.
+    pub fn f64s(&self, key: &str) -> Vec<f64> {
+        let (path, entry) = self
+            .checkpoint
+            .entry(key)
+            .unwrap_or_else(|| panic!("no reference tensor {key}"));
+        assert_eq!(
+            entry.dtype,
+            sharpen_weights::SafetensorsDtype::F64,
+            "{key} in {} is not F64",
+            path.display()
+        );
+        let bytes = std::fs::read(path).expect("reference file");
+        bytes[entry.start..entry.end]
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect()
+    }
+}
+
 fn safetensors_dtype_i64() -> sharpen_weights::SafetensorsDtype {
     sharpen_weights::SafetensorsDtype::I64
 }
