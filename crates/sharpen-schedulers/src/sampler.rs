@@ -19,6 +19,9 @@ pub enum SamplerKind {
     Euler,
     /// Euler ancestral.
     EulerAncestral,
+    /// DPM-Solver++ (2M): second-order multistep, first order on the first and last step, with
+    /// DPM-Solver's own "leading" spacing; optional Karras sigmas.
+    DpmSolverPp2M { karras: bool },
 }
 
 impl SamplerKind {
@@ -29,6 +32,8 @@ impl SamplerKind {
             "ddpm" => Some(Self::Ddpm),
             "euler" => Some(Self::Euler),
             "euler-a" | "euler_a" => Some(Self::EulerAncestral),
+            "dpmpp-2m" | "dpmpp_2m" => Some(Self::DpmSolverPp2M { karras: false }),
+            "dpmpp-2m-karras" | "dpmpp_2m_karras" => Some(Self::DpmSolverPp2M { karras: true }),
             _ => None,
         }
     }
@@ -43,6 +48,20 @@ pub struct StepOutput<B: Backend, const D: usize> {
     pub pred_original_sample: Tensor<B, D>,
 }
 
+/// What a multistep sampler carries from one step to the next. Owned by the caller (one per
+/// sampling loop), so a `Sampler` itself holds no mutable state.
+#[derive(Debug, Clone)]
+pub struct SamplerState<B: Backend, const D: usize> {
+    /// The previous step's converted model output (DPM-Solver++: its x0 prediction).
+    previous: Option<Tensor<B, D>>,
+}
+
+impl<B: Backend, const D: usize> Default for SamplerState<B, D> {
+    fn default() -> Self {
+        Self { previous: None }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampler {
     pub kind: SamplerKind,
@@ -54,7 +73,7 @@ pub struct Sampler {
 }
 
 /// (x0, eps) from a model output, per prediction type, at cumulative alpha `a`.
-fn split<B: Backend, const D: usize>(
+pub(crate) fn split<B: Backend, const D: usize>(
     prediction: PredictionType,
     output: Tensor<B, D>,
     sample: Tensor<B, D>,
@@ -80,12 +99,17 @@ fn split<B: Backend, const D: usize>(
 impl Sampler {
     pub fn new(kind: SamplerKind, config: &SchedulerConfig, steps: usize) -> Self {
         let train = config.schedule.num_train_timesteps();
-        let timesteps = spaced_timesteps(
-            train,
-            steps.clamp(1, train),
-            config.spacing,
-            config.steps_offset,
-        );
+        let steps = steps.clamp(1, train - 1);
+        if let SamplerKind::DpmSolverPp2M { karras } = kind {
+            let (timesteps, sigmas) = crate::dpm::timesteps_and_sigmas(config, steps, karras);
+            return Self {
+                kind,
+                config: config.clone(),
+                timesteps,
+                sigmas,
+            };
+        }
+        let timesteps = spaced_timesteps(train, steps, config.spacing, config.steps_offset);
         let sigmas = match kind {
             SamplerKind::Euler | SamplerKind::EulerAncestral => {
                 let all = config.schedule.sigmas();
@@ -110,7 +134,7 @@ impl Sampler {
         &self.timesteps
     }
 
-    /// Euler family: noise level per step and a final 0; empty for DDIM and DDPM.
+    /// Euler family and DPM-Solver++: noise level per step and a final 0; empty for DDIM and DDPM.
     pub fn sigmas(&self) -> &[f64] {
         &self.sigmas
     }
@@ -123,6 +147,7 @@ impl Sampler {
     /// (`sigma_max` with trailing/linspace spacing).
     pub fn init_noise_sigma(&self) -> f64 {
         match self.kind {
+            SamplerKind::DpmSolverPp2M { .. } => 1.0,
             SamplerKind::Euler | SamplerKind::EulerAncestral => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
@@ -155,20 +180,23 @@ impl Sampler {
             SamplerKind::Ddim { eta } => eta > 0.0,
             SamplerKind::Ddpm => self.timesteps[i] > 0,
             SamplerKind::EulerAncestral => true,
-            SamplerKind::Euler => false,
+            SamplerKind::Euler | SamplerKind::DpmSolverPp2M { .. } => false,
         }
     }
 
     /// Step `i` (0-based) from `sample` at `timesteps()[i]` to the next timestep. `noise`: a
-    /// standard normal tensor shaped like `sample`, required when [`Self::needs_noise`].
+    /// standard normal tensor shaped like `sample`, required when [`Self::needs_noise`]. `state`
+    /// carries multistep history between the steps of one loop (start with `Default::default()`).
     ///
-    /// Panics when noise is required and missing (a programming error in the caller's loop).
+    /// Panics when noise is required and missing, or steps of a multistep sampler are skipped
+    /// (programming errors in the caller's loop).
     pub fn step<B: Backend, const D: usize>(
         &self,
         i: usize,
         model_output: Tensor<B, D>,
         sample: Tensor<B, D>,
         noise: Option<Tensor<B, D>>,
+        state: &mut SamplerState<B, D>,
     ) -> StepOutput<B, D> {
         let need =
             |noise: Option<Tensor<B, D>>| noise.expect("this step is stochastic: pass its noise");
@@ -189,6 +217,11 @@ impl Sampler {
             SamplerKind::Euler => self.euler_step(i, model_output, sample),
             SamplerKind::EulerAncestral => {
                 self.euler_ancestral_step(i, model_output, sample, need(noise))
+            }
+            SamplerKind::DpmSolverPp2M { .. } => {
+                let out = crate::dpm::step(self, i, model_output, sample, state.previous.take());
+                state.previous = Some(out.pred_original_sample.clone());
+                out
             }
         }
     }
