@@ -83,6 +83,15 @@ def main():
             out[f"{name}.image"] = (image / 2 + 0.5).clamp(0, 1)
             cases[name] = {"sampler": sampler, "prompt": PROMPTS, "negative_prompt": NEGATIVE if neg else None,
                            "steps": 5, "guidance_scale": 5.0, "height": 64, "width": 96}
+    # What `sharpen-infer --prompt P [--negative-prompt N] --num-images 2` runs: one prompt repeated.
+    for sampler, cls in [("euler", EulerDiscreteScheduler), ("ddim", DDIMScheduler)]:
+        pipe.scheduler = cls.from_config(SCHEDULER)
+        for neg in (True, False):
+            name = f"cli_{sampler}_{'negative' if neg else 'no_negative'}"
+            final = pipe(prompt=[PROMPTS[0]] * 2, negative_prompt=[NEGATIVE[0]] * 2 if neg else None, height=64, width=96,
+                         num_inference_steps=5, guidance_scale=5.0, latents=latents.clone(), output_type="latent").images
+            out[f"{name}.latents"] = final
+            out[f"{name}.image"] = (vae.decode(final / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
     save_tensors(OUT / "outputs.safetensors", out)
     write_json(OUT / "cases.json", cases)
     print("pipeline fixtures written to", OUT)

@@ -7,5 +7,6 @@ mod pipeline;
 
 pub use noise::{image_seed, seeded_noise, SplitMix64};
 pub use pipeline::{
-    GenerateOptions, GenerateRequest, Generated, PipelineError, SdxlPipeline, StepEvent, StepNoise,
+    default_sdxl_tokenizers, GenerateOptions, GenerateRequest, Generated, PipelineError,
+    SdxlPipeline, StepEvent, StepNoise,
 };

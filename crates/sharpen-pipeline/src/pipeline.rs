@@ -320,3 +320,66 @@ fn guide<B: Backend>(pred: Tensor<B, 4>, batch: usize, scale: f64, rescale: f64)
     let rescaled = guided.clone() * (std(&cond) / std(&guided));
     rescaled.mul_scalar(rescale) + guided.mul_scalar(1.0 - rescale)
 }
+
+/// SDXL's tokenizer files, embedded from `assets/clip-tokenizer` (the real CLIP vocabulary), for
+/// checkpoints that ship without them (single files).
+pub fn default_sdxl_tokenizers() -> Result<SdxlTokenizers, PipelineError> {
+    use sdxl_text::{ClipTokenizer, ClipTokenizerSources};
+    const VOCAB: &str = include_str!("../../../assets/clip-tokenizer/tokenizer/vocab.json");
+    const MERGES: &str = include_str!("../../../assets/clip-tokenizer/tokenizer/merges.txt");
+    let build = |config: &str, map: &str| {
+        ClipTokenizer::from_sources(ClipTokenizerSources {
+            vocab_json: VOCAB,
+            merges_txt: MERGES,
+            tokenizer_config_json: Some(config),
+            special_tokens_map_json: Some(map),
+        })
+        .map_err(|e| invalid("tokenizer", e.to_string()))
+    };
+    Ok(SdxlTokenizers {
+        tokenizer: build(
+            include_str!("../../../assets/clip-tokenizer/tokenizer/tokenizer_config.json"),
+            include_str!("../../../assets/clip-tokenizer/tokenizer/special_tokens_map.json"),
+        )?,
+        tokenizer_2: build(
+            include_str!("../../../assets/clip-tokenizer/tokenizer_2/tokenizer_config.json"),
+            include_str!("../../../assets/clip-tokenizer/tokenizer_2/special_tokens_map.json"),
+        )?,
+    })
+}
+
+impl<B: Backend> SdxlPipeline<B> {
+    /// Loads an SDXL single-file checkpoint (`sd_xl_base_1.0.safetensors` layout) with SDXL base
+    /// 1.0's architecture, scheduler and tokenizers.
+    pub fn from_single_file(
+        path: &Path,
+        options: &LoadOptions,
+        device: &B::Device,
+    ) -> Result<Self, PipelineError> {
+        use sdxl_text::ClipTextConfig;
+        let file = sharpen_weights::single_file::SingleFile::open(path)?;
+        let vae_options = LoadOptions {
+            dtype: None,
+            ..options.clone()
+        };
+        Ok(Self {
+            tokenizers: default_sdxl_tokenizers()?,
+            text_encoders: SdxlTextEncoders {
+                text_encoder: file.text_encoder(
+                    &ClipTextConfig::sdxl_base_1_0_text_encoder(),
+                    options,
+                    device,
+                )?,
+                text_encoder_2: file.text_encoder_2(
+                    &ClipTextConfig::sdxl_base_1_0_text_encoder_2(),
+                    options,
+                    device,
+                )?,
+            },
+            unet: file.unet(&sdxl_unet::UNetConfig::sdxl_base_1_0(), options, device)?,
+            vae: file.vae(&sdxl_vae::VaeConfig::sdxl_base_1_0(), &vae_options, device)?,
+            scheduler: SchedulerConfig::sdxl_base_1_0(),
+            force_zeros_for_empty_prompt: true,
+        })
+    }
+}

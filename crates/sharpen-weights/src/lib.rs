@@ -13,6 +13,7 @@ mod config;
 mod error;
 mod load;
 mod safetensors_file;
+mod save;
 pub mod single_file;
 mod source;
 pub mod text;
@@ -27,4 +28,5 @@ pub use load::{
 };
 pub use safetensors::Dtype as SafetensorsDtype;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
+pub use save::save_tensors;
 pub use source::{SourceInfo, WeightSource};
