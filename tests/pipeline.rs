@@ -18,6 +18,8 @@ struct Case {
     negative_prompt: Option<Vec<String>>,
     steps: usize,
     guidance_scale: f64,
+    #[serde(default)]
+    guidance_rescale: f64,
     height: usize,
     width: usize,
 }
@@ -42,7 +44,7 @@ fn tiny_pipeline_matches_diffusers() {
     let r = Reference::open("pipeline/outputs.safetensors");
     let text = std::fs::read_to_string(fixture("pipeline/cases.json")).unwrap();
     let cases: BTreeMap<String, Case> = serde_json::from_str(&text).unwrap();
-    assert_eq!(cases.len(), 4);
+    assert_eq!(cases.len(), 5);
     for (name, case) in &cases {
         let prompts: Vec<&str> = case.prompt.iter().map(String::as_str).collect();
         let negative: Option<Vec<&str>> = case
@@ -53,6 +55,7 @@ fn tiny_pipeline_matches_diffusers() {
         options.sampler = SamplerKind::parse(&case.sampler).unwrap();
         options.steps = case.steps;
         options.guidance_scale = case.guidance_scale;
+        options.guidance_rescale = case.guidance_rescale;
         let request = GenerateRequest {
             prompts: PromptBatch::new(&prompts),
             negative: negative.as_deref().map(PromptBatch::new),
@@ -109,4 +112,23 @@ fn bad_requests_name_the_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("model_index.json"), "{err}");
+}
+
+/// The tokenizers embedded for single-file checkpoints are the shipped SDXL tokenizer files.
+#[test]
+fn embedded_tokenizers_equal_the_shipped_files() {
+    let embedded = sharpen_pipeline::default_sdxl_tokenizers().unwrap();
+    let files =
+        sharpen_weights::text::load_sdxl_tokenizers(&sharpen_tests::asset("clip-tokenizer"))
+            .unwrap();
+    for prompt in ["a photo of a cat!", "", "東京 🎉 <|endoftext|> wow!!"] {
+        assert_eq!(
+            embedded.tokenizer.encode(prompt).unwrap(),
+            files.tokenizer.encode(prompt).unwrap()
+        );
+        assert_eq!(
+            embedded.tokenizer_2.encode(prompt).unwrap(),
+            files.tokenizer_2.encode(prompt).unwrap()
+        );
+    }
 }

@@ -83,6 +83,14 @@ def main():
             out[f"{name}.image"] = (image / 2 + 0.5).clamp(0, 1)
             cases[name] = {"sampler": sampler, "prompt": PROMPTS, "negative_prompt": NEGATIVE if neg else None,
                            "steps": 5, "guidance_scale": 5.0, "height": 64, "width": 96}
+    # Guidance rescale (diffusers' rescale_noise_cfg).
+    pipe.scheduler = EulerDiscreteScheduler.from_config(SCHEDULER)
+    final = pipe(prompt=PROMPTS, negative_prompt=NEGATIVE, height=64, width=96, num_inference_steps=5,
+                 guidance_scale=5.0, guidance_rescale=0.7, latents=latents.clone(), output_type="latent").images
+    out["euler_rescale.latents"] = final
+    out["euler_rescale.image"] = (vae.decode(final / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    cases["euler_rescale"] = {"sampler": "euler", "prompt": PROMPTS, "negative_prompt": NEGATIVE, "steps": 5,
+                              "guidance_scale": 5.0, "guidance_rescale": 0.7, "height": 64, "width": 96}
     # What `sharpen-infer --prompt P [--negative-prompt N] --num-images 2` runs: one prompt repeated.
     for sampler, cls in [("euler", EulerDiscreteScheduler), ("ddim", DDIMScheduler)]:
         pipe.scheduler = cls.from_config(SCHEDULER)
