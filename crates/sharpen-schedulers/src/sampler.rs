@@ -441,7 +441,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let (eps, x, prev) = (host(&eps), host(&x), host(&prev));
-        for b in 0..2 {
+        for (b, &got) in lp.iter().enumerate() {
             let mut sum = 0.0;
             for j in 0..2 {
                 let k = 2 * b + j;
@@ -453,9 +453,8 @@ mod tests {
             }
             let want = sum / 2.0;
             assert!(
-                (lp[b] as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
-                "item {b}: {} vs {want}",
-                lp[b]
+                (got as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
+                "item {b}: {got} vs {want}"
             );
         }
         // The step's own sample is more likely than a far one.
