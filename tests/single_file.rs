@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use burn::tensor::{Int, Tensor, TensorData};
 use sdxl_unet::{AddedCond, UNetConfig, UNetInput};
 use sdxl_vae::VaeConfig;
-use serde::Deserialize;
-use sharpen_tests::{assert_close, fixture, Reference, TestBackend as B};
+use sharpen_tests::{assert_close, fixture, key_list, Reference, TestBackend as B};
 use sharpen_weights::single_file::{map_key, Component, SingleFile};
 use sharpen_weights::text::{clip_text_key, load_clip_text_config};
 use sharpen_weights::LoadOptions;
@@ -54,17 +53,6 @@ fn key_mapping_matches_the_reference_converter_pair_for_pair() {
         let got: Vec<String> = mapped.iter().map(|(k, _)| format!("{name}/{k}")).collect();
         assert_eq!(&got, expected, "{original}");
     }
-}
-
-#[derive(Deserialize)]
-struct KeyList {
-    keys: BTreeMap<String, Vec<usize>>,
-}
-
-fn key_list(rel: &str) -> BTreeMap<String, Vec<usize>> {
-    serde_json::from_str::<KeyList>(&std::fs::read_to_string(fixture(rel)).unwrap())
-        .unwrap()
-        .keys
 }
 
 /// SDXL base 1.0's single-file keys (checked by diffusers' converter, no weights) map onto exactly

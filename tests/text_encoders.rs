@@ -9,7 +9,9 @@ use sdxl_text::{
     SdxlTextEncoders,
 };
 use serde::Deserialize;
-use sharpen_tests::{assert_close, asset, fixture, Reference, TestBackend as B};
+use sharpen_tests::{
+    assert_close, assert_same_keys, asset, fixture, key_list, Reference, TestBackend as B,
+};
 use sharpen_weights::expected_keys;
 use sharpen_weights::text::{
     clip_text_key, load_clip_text_model, load_clip_text_model_with_projection, load_sdxl_tokenizers,
@@ -191,63 +193,31 @@ fn sdxl_prompt_embeddings_match_diffusers_encode_prompt() {
     }
 }
 
-#[derive(Deserialize)]
-struct KeyList {
-    keys: BTreeMap<String, Vec<usize>>,
-}
-
 /// Full-size SDXL encoders have exactly the reference's parameter names and shapes (built from
 /// configs without weights; transformers 5 names `CLIPTextModel` keys without the `text_model.`
 /// prefix that the SDXL repository's files carry, which `clip_text_key` restores).
 #[test]
 fn full_size_sdxl_encoders_have_the_reference_keys_and_shapes() {
     let device = Default::default();
-    let cases: [(&str, BTreeMap<String, Vec<usize>>); 2] = [
+    let encoder_1 = ClipTextModel::<B>::new(&ClipTextConfig::sdxl_base_1_0_text_encoder(), &device);
+    let encoder_2 = ClipTextModelWithProjection::<B>::new(
+        &ClipTextConfig::sdxl_base_1_0_text_encoder_2(),
+        &device,
+    );
+    for (file, ours) in [
         (
             "text/keys_sdxl_text_encoder.json",
-            expected_keys::<B, _>(&ClipTextModel::<B>::new(
-                &ClipTextConfig::sdxl_base_1_0_text_encoder(),
-                &device,
-            )),
+            expected_keys::<B, _>(&encoder_1),
         ),
         (
             "text/keys_sdxl_text_encoder_2.json",
-            expected_keys::<B, _>(&ClipTextModelWithProjection::<B>::new(
-                &ClipTextConfig::sdxl_base_1_0_text_encoder_2(),
-                &device,
-            )),
+            expected_keys::<B, _>(&encoder_2),
         ),
-    ];
-    for (file, ours) in cases {
-        let list: KeyList =
-            serde_json::from_str(&std::fs::read_to_string(fixture(file)).unwrap()).unwrap();
-        let reference: BTreeMap<String, Vec<usize>> = list
-            .keys
+    ] {
+        let reference = key_list(file)
             .into_iter()
             .map(|(k, s)| (clip_text_key(&k), s))
             .collect();
-        let missing: Vec<_> = reference
-            .keys()
-            .filter(|k| !ours.contains_key(*k))
-            .collect();
-        let extra: Vec<_> = ours
-            .keys()
-            .filter(|k| !reference.contains_key(*k))
-            .collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{file}: missing {missing:?}, extra {extra:?}"
-        );
-        for (k, shape) in &reference {
-            assert_eq!(&ours[k], shape, "{file}: shape of {k}");
-        }
-        let params: usize = reference
-            .values()
-            .map(|s| s.iter().product::<usize>())
-            .sum();
-        println!(
-            "{file}: {} keys, {params} parameters match",
-            reference.len()
-        );
+        assert_same_keys(file, &ours, &reference);
     }
 }

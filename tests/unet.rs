@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use burn::tensor::Tensor;
 use sdxl_unet::{AddedCond, UNet2DConditionModel, UNetConfig, UNetInput};
-use serde::Deserialize;
 use sharpen_nn::AttentionChunking;
-use sharpen_tests::{assert_close, fixture, Reference, TestBackend as B};
+use sharpen_tests::{
+    assert_close, assert_same_keys, fixture, key_list, Reference, TestBackend as B,
+};
 use sharpen_weights::expected_keys;
 use sharpen_weights::unet::{load_unet, load_unet_config, unet_checkpoint_key, unet_key};
 use sharpen_weights::LoadOptions;
@@ -96,21 +97,11 @@ fn second_tiny_unet_config_matches_diffusers() {
     assert_close("unet B", &out, &r.data("out"), TOL);
 }
 
-#[derive(Deserialize)]
-struct KeyList {
-    keys: BTreeMap<String, Vec<usize>>,
-}
-
-fn sdxl_keys() -> BTreeMap<String, Vec<usize>> {
-    let text = std::fs::read_to_string(fixture("unet/keys_sdxl_base_1_0.json")).unwrap();
-    serde_json::from_str::<KeyList>(&text).unwrap().keys
-}
-
 /// The remap table is a bijection on the real key set: every checkpoint key maps to a module
 /// key and back to itself.
 #[test]
 fn unet_key_remap_round_trips() {
-    let keys = sdxl_keys();
+    let keys = key_list("unet/keys_sdxl_base_1_0.json");
     let mut remapped = 0;
     for k in keys.keys() {
         let module = unet_key(k);
@@ -129,27 +120,8 @@ fn full_size_sdxl_unet_has_the_reference_keys_and_shapes() {
         .into_iter()
         .map(|(k, s)| (unet_checkpoint_key(&k), s))
         .collect();
-    let reference = sdxl_keys();
-    let missing: Vec<_> = reference
-        .keys()
-        .filter(|k| !ours.contains_key(*k))
-        .collect();
-    let extra: Vec<_> = ours
-        .keys()
-        .filter(|k| !reference.contains_key(*k))
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}\nextra {extra:?}"
-    );
-    for (k, shape) in &reference {
-        assert_eq!(&ours[k], shape, "shape of {k}");
-    }
-    let params: usize = reference
-        .values()
-        .map(|s| s.iter().product::<usize>())
-        .sum();
-    println!("{} keys, {params} parameters match", reference.len());
+    let reference = key_list("unet/keys_sdxl_base_1_0.json");
+    assert_same_keys("SDXL UNet", &ours, &reference);
     assert_eq!(reference.len(), 1680);
 }
 

@@ -1,13 +1,12 @@
 //! The SDXL VAE against diffusers 0.42.1: encode, posterior, decode, tiled encode and decode on a
 //! tiny SDXL-architecture AutoencoderKL, and the full-size key list.
 
-use std::collections::BTreeMap;
-
 use burn::tensor::Tensor;
 use sdxl_vae::{AutoencoderKL, DiagonalGaussian, VaeConfig};
-use serde::Deserialize;
 use sharpen_nn::AttentionChunking;
-use sharpen_tests::{assert_close, fixture, Reference, TestBackend as B};
+use sharpen_tests::{
+    assert_close, assert_same_keys, fixture, key_list, Reference, TestBackend as B,
+};
 use sharpen_weights::expected_keys;
 use sharpen_weights::vae::{load_vae, load_vae_config};
 use sharpen_weights::LoadOptions;
@@ -140,36 +139,13 @@ fn posterior_clamps_logvar_and_latents_scale_round_trip() {
     );
 }
 
-#[derive(Deserialize)]
-struct KeyList {
-    keys: BTreeMap<String, Vec<usize>>,
-}
-
 #[test]
 fn full_size_sdxl_vae_has_the_reference_keys_and_shapes() {
     let vae = AutoencoderKL::<B>::new(&VaeConfig::sdxl_base_1_0(), &Default::default());
-    let ours = expected_keys::<B, _>(&vae);
-    let text = std::fs::read_to_string(fixture("vae/keys_sdxl_base_1_0.json")).unwrap();
-    let reference = serde_json::from_str::<KeyList>(&text).unwrap().keys;
-    let missing: Vec<_> = reference
-        .keys()
-        .filter(|k| !ours.contains_key(*k))
-        .collect();
-    let extra: Vec<_> = ours
-        .keys()
-        .filter(|k| !reference.contains_key(*k))
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}\nextra {extra:?}"
+    let params = assert_same_keys(
+        "SDXL VAE",
+        &expected_keys::<B, _>(&vae),
+        &key_list("vae/keys_sdxl_base_1_0.json"),
     );
-    for (k, shape) in &reference {
-        assert_eq!(&ours[k], shape, "shape of {k}");
-    }
-    let params: usize = reference
-        .values()
-        .map(|s| s.iter().product::<usize>())
-        .sum();
-    println!("{} keys, {params} parameters match", reference.len());
     assert_eq!(params, 83_653_863, "SDXL VAE parameter count");
 }

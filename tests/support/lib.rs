@@ -135,3 +135,48 @@ pub fn assert_close<B: Backend, const D: usize>(
     );
     assert!(diff <= tol, "{what}: max abs diff {diff:e} > {tol:e}");
 }
+
+/// A committed key list (`{"keys": {name: shape}}`, written by the generators).
+pub fn key_list(rel: &str) -> std::collections::BTreeMap<String, Vec<usize>> {
+    #[derive(serde::Deserialize)]
+    struct KeyList {
+        keys: std::collections::BTreeMap<String, Vec<usize>>,
+    }
+    let text = std::fs::read_to_string(fixture(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    serde_json::from_str::<KeyList>(&text)
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+        .keys
+}
+
+/// Asserts that a model's parameter names and shapes equal the reference's, listing what differs;
+/// prints and returns the parameter count.
+pub fn assert_same_keys(
+    what: &str,
+    ours: &std::collections::BTreeMap<String, Vec<usize>>,
+    reference: &std::collections::BTreeMap<String, Vec<usize>>,
+) -> usize {
+    let missing: Vec<_> = reference
+        .keys()
+        .filter(|k| !ours.contains_key(*k))
+        .collect();
+    let extra: Vec<_> = ours
+        .keys()
+        .filter(|k| !reference.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: missing {missing:?}\nextra {extra:?}"
+    );
+    for (k, shape) in reference {
+        assert_eq!(&ours[k], shape, "{what}: shape of {k}");
+    }
+    let params = reference
+        .values()
+        .map(|s| s.iter().product::<usize>())
+        .sum();
+    println!(
+        "{what}: {} keys, {params} parameters match",
+        reference.len()
+    );
+    params
+}

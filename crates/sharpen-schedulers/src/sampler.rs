@@ -246,17 +246,9 @@ impl Sampler {
         sample: Tensor<B, D>,
         noise: Option<Tensor<B, D>>,
     ) -> StepOutput<B, D> {
-        let schedule = &self.config.schedule;
-        let a_t = schedule.alpha_bar(t).expect("timestep within the schedule");
-        let final_alpha = if self.config.set_alpha_to_one {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
-        let a_prev = schedule.alpha_bar(t_prev).unwrap_or(final_alpha);
+        let (a_t, a_prev, variance) = self.ddim_coefficients(t, t_prev);
         let (x0, eps) = split(self.config.prediction, model_output, sample, a_t);
         let x0 = self.clip(x0);
-        let variance = ((1.0 - a_prev) / (1.0 - a_t)) * (1.0 - a_t / a_prev);
         let std = eta * variance.sqrt();
         let direction = eps.mul_scalar((1.0 - a_prev - std * std).sqrt());
         let mut prev = x0.clone().mul_scalar(a_prev.sqrt()) + direction;
@@ -267,6 +259,24 @@ impl Sampler {
             prev_sample: prev,
             pred_original_sample: x0,
         }
+    }
+
+    /// DDIM's (abar_t, abar_prev, variance) for a step from `t` to `t_prev`; below timestep 0 the
+    /// final alpha is 1 (`set_alpha_to_one`) or abar(0).
+    fn ddim_coefficients(&self, t: i64, t_prev: i64) -> (f64, f64, f64) {
+        let schedule = &self.config.schedule;
+        let a_t = schedule.alpha_bar(t).expect("timestep within the schedule");
+        let final_alpha = if self.config.set_alpha_to_one {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
+        let a_prev = schedule.alpha_bar(t_prev).unwrap_or(final_alpha);
+        (
+            a_t,
+            a_prev,
+            ((1.0 - a_prev) / (1.0 - a_t)) * (1.0 - a_t / a_prev),
+        )
     }
 
     /// The Gaussian log-density of `prev_sample` under a stochastic DDIM step from `t` to `t_prev`
@@ -288,15 +298,7 @@ impl Sampler {
             eta > 0.0,
             "a deterministic DDIM step (eta 0) has no log-probability"
         );
-        let schedule = &self.config.schedule;
-        let a_t = schedule.alpha_bar(t).expect("timestep within the schedule");
-        let final_alpha = if self.config.set_alpha_to_one {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
-        let a_prev = schedule.alpha_bar(t_prev).unwrap_or(final_alpha);
-        let variance = ((1.0 - a_prev) / (1.0 - a_t)) * (1.0 - a_t / a_prev);
+        let (_, _, variance) = self.ddim_coefficients(t, t_prev);
         let std = eta * variance.sqrt();
         let mean = self
             .ddim_step(t, t_prev, eta, model_output, sample, None)
