@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::Tensor;
 use sdxl_unet::{AddedCond, UNet2DConditionModel, UNetConfig, UNetInput};
-use sharpen_nn::AttentionChunking;
+use sharpen_nn::AttentionMode;
 use sharpen_tests::{
     assert_close, assert_same_keys, fixture, key_list, Reference, TestBackend as B,
 };
@@ -59,7 +59,7 @@ fn tiny_unet_matches_diffusers() {
         );
     }
     // Chunked attention gives the same result.
-    unet.set_attention_chunking(AttentionChunking::Queries(7));
+    unet.set_attention_mode(AttentionMode::QueryChunks(7));
     let out = unet.forward(input(&r, "nonsquare"));
     assert_close(
         "unet nonsquare, chunked attention",

@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 use sdxl_vae::{AutoencoderKL, DiagonalGaussian, VaeConfig};
-use sharpen_nn::AttentionChunking;
+use sharpen_nn::AttentionMode;
 use sharpen_tests::{
     assert_close, assert_same_keys, fixture, key_list, Reference, TestBackend as B,
 };
@@ -106,7 +106,7 @@ fn tiny_vae_tiled_encode_and_decode_match_diffusers() {
         0.0,
     );
     // Chunked mid-block attention changes nothing.
-    vae.set_attention_chunking(AttentionChunking::Queries(4));
+    vae.set_attention_mode(AttentionMode::QueryChunks(4));
     assert_close(
         "decode, chunked attention",
         &vae.decode(tensor(&r, "z")),

@@ -5,6 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use sdxl_text::PromptBatch;
+use sharpen_nn::AttentionMode;
 use sharpen_pipeline::{
     image_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, StepNoise,
 };
@@ -51,7 +52,12 @@ fn read_latents<B: Backend>(
     ))
 }
 
-pub fn run<B: Backend>(args: &Args, device: B::Device) -> anyhow::Result<()> {
+/// `attention`: overrides how the UNet and VAE compute attention (default: composed, VAE chunked).
+pub fn run<B: Backend>(
+    args: &Args,
+    device: B::Device,
+    attention: Option<AttentionMode>,
+) -> anyhow::Result<()> {
     let sampler = SamplerKind::parse(&args.scheduler).with_context(|| {
         format!(
             "unknown --scheduler `{}` (ddim, ddpm, euler, euler-a, dpmpp-2m, dpmpp-2m-karras)",
@@ -72,7 +78,7 @@ pub fn run<B: Backend>(args: &Args, device: B::Device) -> anyhow::Result<()> {
     };
     let source = resolve(&args.model, hf_hub_cache().as_deref())?;
     let started = std::time::Instant::now();
-    let pipe = match &source {
+    let mut pipe = match &source {
         ModelSource::Folder(dir) => SdxlPipeline::<B>::load(dir, &options, &device),
         ModelSource::SingleFile(file) => {
             SdxlPipeline::<B>::from_single_file(file, &options, &device)

@@ -6,7 +6,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use sharpen_nn::{timestep_embedding, AttentionChunking, TimestepEmbedding};
+use sharpen_nn::{timestep_embedding, AttentionMode, TimestepEmbedding};
 
 use crate::blocks::{DownBlock, LevelContext, MidBlock, UpBlock, UpChannels};
 use crate::config::{BlockKind, UNetConfig};
@@ -140,8 +140,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
         self.conv_in.weight.val().dtype()
     }
 
-    /// Bounds the memory of every attention layer's scores (see [`AttentionChunking`]).
-    pub fn set_attention_chunking(&mut self, chunking: AttentionChunking) {
+    /// Bounds the memory of every attention layer's scores (see [`AttentionMode`]).
+    pub fn set_attention_mode(&mut self, mode: AttentionMode) {
         let transformers = self
             .down_blocks
             .iter_mut()
@@ -153,7 +153,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
                     .flat_map(|b| b.attentions.iter_mut()),
             );
         for t in transformers {
-            t.set_chunking(chunking);
+            t.set_attention_mode(mode);
         }
     }
 

@@ -5,7 +5,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use sharpen_nn::{
-    multi_head_attention, AttentionChunking, Downsample2D, ResnetBlock2D, ResnetBlock2DConfig,
+    multi_head_attention, AttentionMode, Downsample2D, ResnetBlock2D, ResnetBlock2DConfig,
     Upsample2D,
 };
 
@@ -40,7 +40,7 @@ pub struct VaeAttention<B: Backend> {
     pub to_v: Linear<B>,
     /// One-element `Vec` for the checkpoint key `to_out.0`.
     pub to_out: Vec<Linear<B>>,
-    pub chunking: AttentionChunking,
+    pub attention_mode: AttentionMode,
 }
 
 impl<B: Backend> VaeAttention<B> {
@@ -55,7 +55,7 @@ impl<B: Backend> VaeAttention<B> {
             to_v: linear(),
             to_out: vec![linear()],
             // A 1024x1024 image has 16384 latent tokens: bound the score matrix by default.
-            chunking: AttentionChunking::Queries(2048),
+            attention_mode: AttentionMode::QueryChunks(2048),
         }
     }
 
@@ -72,7 +72,7 @@ impl<B: Backend> VaeAttention<B> {
             self.to_k.forward(t.clone()),
             self.to_v.forward(t),
         );
-        let out = self.to_out[0].forward(multi_head_attention(q, k, v, 1, self.chunking));
+        let out = self.to_out[0].forward(multi_head_attention(q, k, v, 1, self.attention_mode));
         out.swap_dims(1, 2).reshape([b, c, h, w]) + x
     }
 }

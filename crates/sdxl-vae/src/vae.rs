@@ -7,7 +7,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use sharpen_nn::AttentionChunking;
+use sharpen_nn::AttentionMode;
 
 use crate::blocks::{DecoderBlock, EncoderBlock, VaeMidBlock, VAE_EPS};
 use crate::config::VaeConfig;
@@ -168,7 +168,7 @@ impl<B: Backend> AutoencoderKL<B> {
     }
 
     /// Bounds the memory of the mid-block attention scores (encoder and decoder).
-    pub fn set_attention_chunking(&mut self, chunking: AttentionChunking) {
+    pub fn set_attention_mode(&mut self, mode: AttentionMode) {
         for attn in self
             .encoder
             .mid_block
@@ -176,7 +176,7 @@ impl<B: Backend> AutoencoderKL<B> {
             .iter_mut()
             .chain(self.decoder.mid_block.attentions.iter_mut())
         {
-            attn.chunking = chunking;
+            attn.attention_mode = mode;
         }
     }
 

@@ -7,16 +7,20 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-/// How attention bounds the memory of its score matrix.
+/// How attention is computed. All modes give the same result up to float rounding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AttentionChunking {
-    /// One [batch, heads, queries, keys] score matrix.
+pub enum AttentionMode {
+    /// matmul, softmax, matmul with one [batch, heads, queries, keys] score matrix. Fastest on
+    /// burn's flex CPU backend (its fused op is single-threaded) and what autodiff uses anyway.
     #[default]
-    Full,
-    /// Queries processed in chunks of this many, so at most [batch, heads, chunk, keys] scores
-    /// exist at once (a 1024x1024 VAE mid-block attention has 16384 tokens). Exact: each query's
-    /// softmax is over all keys.
-    Queries(usize),
+    Composed,
+    /// Composed, with queries in chunks of this many, so at most [batch, heads, chunk, keys]
+    /// scores exist at once (a 1024x1024 VAE mid-block attention has 16384 tokens). Exact: each
+    /// query's softmax is over all keys.
+    QueryChunks(usize),
+    /// burn's fused attention op (`burn::tensor::module::attention`): flash attention on CUDA,
+    /// no score matrix in memory. For inference on a GPU.
+    Fused,
 }
 
 #[derive(Module, Debug)]
@@ -28,7 +32,7 @@ pub struct Attention<B: Backend> {
     /// checkpoint key `to_out.0.weight` directly.
     pub to_out: Vec<Linear<B>>,
     pub heads: usize,
-    pub chunking: AttentionChunking,
+    pub attention_mode: AttentionMode,
 }
 
 impl<B: Backend> Attention<B> {
@@ -51,7 +55,7 @@ impl<B: Backend> Attention<B> {
             to_v: linear(context, inner, qkv_bias),
             to_out: vec![linear(inner, query_dim, true)],
             heads,
-            chunking: AttentionChunking::Full,
+            attention_mode: AttentionMode::Composed,
         }
     }
 
@@ -62,7 +66,13 @@ impl<B: Backend> Attention<B> {
         let q = self.to_q.forward(x);
         let k = self.to_k.forward(context.clone());
         let v = self.to_v.forward(context);
-        self.to_out[0].forward(multi_head_attention(q, k, v, self.heads, self.chunking))
+        self.to_out[0].forward(multi_head_attention(
+            q,
+            k,
+            v,
+            self.heads,
+            self.attention_mode,
+        ))
     }
 }
 
@@ -73,19 +83,24 @@ pub fn multi_head_attention<B: Backend>(
     k: Tensor<B, 3>,
     v: Tensor<B, 3>,
     heads: usize,
-    chunking: AttentionChunking,
+    attention_mode: AttentionMode,
 ) -> Tensor<B, 3> {
     let [batch, n, inner] = q.dims();
     let m = k.dims()[1];
     let d = inner / heads;
     let split = |t: Tensor<B, 3>, len| t.reshape([batch, len, heads, d]).swap_dims(1, 2);
     let (q, k, v) = (split(q, n), split(k, m), split(v, m));
+    if attention_mode == AttentionMode::Fused {
+        let options = burn::tensor::ops::AttentionModuleOptions::default();
+        let out = burn::tensor::module::attention(q, k, v, None, None, options);
+        return out.swap_dims(1, 2).reshape([batch, n, inner]);
+    }
     let kt = k.swap_dims(2, 3);
     let scale = (d as f64).powf(-0.5);
     let attend =
         |q: Tensor<B, 4>| softmax(q.matmul(kt.clone()).mul_scalar(scale), 3).matmul(v.clone());
-    let out = match chunking {
-        AttentionChunking::Queries(chunk) if chunk > 0 && chunk < n => {
+    let out = match attention_mode {
+        AttentionMode::QueryChunks(chunk) if chunk > 0 && chunk < n => {
             let parts = (0..n)
                 .step_by(chunk)
                 .map(|start| {
@@ -132,9 +147,9 @@ mod tests {
                 k.clone(),
                 v.clone(),
                 heads,
-                AttentionChunking::Full,
+                AttentionMode::Composed,
             );
-            let chunked = multi_head_attention(q, k, v, heads, AttentionChunking::Queries(chunk));
+            let chunked = multi_head_attention(q, k, v, heads, AttentionMode::QueryChunks(chunk));
             let diff = (full - chunked).abs().max().into_scalar();
             assert!(
                 diff < 1e-5,

@@ -7,7 +7,7 @@ pub mod resnet;
 pub mod sampling;
 pub mod transformer;
 
-pub use attention::{multi_head_attention, Attention, AttentionChunking};
+pub use attention::{multi_head_attention, Attention, AttentionMode};
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
 pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 pub use sampling::{Downsample2D, Upsample2D};

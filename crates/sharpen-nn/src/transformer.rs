@@ -7,7 +7,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::attention::{Attention, AttentionChunking};
+use crate::attention::{Attention, AttentionMode};
 
 /// GEGLU: `proj` to twice the inner size, then `hidden * gelu(gate)`.
 #[derive(Module, Debug)]
@@ -130,11 +130,11 @@ impl<B: Backend> Transformer2DModel<B> {
         }
     }
 
-    /// Sets the attention chunking of every attention layer.
-    pub fn set_chunking(&mut self, chunking: AttentionChunking) {
+    /// Sets how every attention layer computes (see [`AttentionMode`]).
+    pub fn set_attention_mode(&mut self, mode: AttentionMode) {
         for block in &mut self.transformer_blocks {
-            block.attn1.chunking = chunking;
-            block.attn2.chunking = chunking;
+            block.attn1.attention_mode = mode;
+            block.attn2.attention_mode = mode;
         }
     }
 
