@@ -63,10 +63,13 @@ fn main() -> anyhow::Result<()> {
     let device = resolve_device(args.device);
     tracing::info!("device: {}", device.describe());
     match device {
-        ResolvedDevice::Cpu => run::run::<sharpen_app::CpuBackend>(&args, Default::default()),
+        // flex runs composed attention fastest; CUDA gets burn's fused (flash) attention.
+        ResolvedDevice::Cpu => run::run::<sharpen_app::CpuBackend>(&args, Default::default(), None),
         #[cfg(feature = "cuda")]
-        ResolvedDevice::Cuda(i) => {
-            run::run::<sharpen_app::CudaBackend>(&args, burn::backend::cuda::CudaDevice::new(i))
-        }
+        ResolvedDevice::Cuda(i) => run::run::<sharpen_app::CudaBackend>(
+            &args,
+            burn::backend::cuda::CudaDevice::new(i),
+            Some(sharpen_nn::AttentionMode::Fused),
+        ),
     }
 }

@@ -90,6 +90,10 @@ pub fn run<B: Backend>(
         args.model,
         started.elapsed().as_secs_f64()
     );
+    if let Some(mode) = attention {
+        pipe.unet.set_attention_mode(mode);
+        pipe.vae.set_attention_mode(mode);
+    }
 
     let n = args.num_images;
     let latent_shape = [
