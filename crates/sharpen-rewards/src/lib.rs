@@ -1,0 +1,63 @@
+//! Rewards: a batch of images (RGB in [0, 1]) and their prompts in, one score per image out.
+//!
+//! Each reward names the reference it matches (package, preprocessing, formula). So far: JPEG
+//! compressibility and incompressibility (DDPO); the model-based rewards land with issue 5.
+
+mod image;
+mod jpeg;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+pub use image::to_rgb8;
+pub use jpeg::{jpeg_size_bytes, JpegReward, JpegRewardKind};
+
+/// What a reward is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardInfo {
+    /// The name used on the command line and in metrics (`jpeg-compressibility`).
+    pub name: &'static str,
+    /// The range scores fall in (may be unbounded).
+    pub range: (f64, f64),
+    /// Whether gradients flow from the score to the images.
+    pub differentiable: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RewardError {
+    #[error("{reward}: got {images} images but {prompts} prompts")]
+    BatchMismatch {
+        reward: &'static str,
+        images: usize,
+        prompts: usize,
+    },
+    #[error("{reward}: {message}")]
+    Failed {
+        reward: &'static str,
+        message: String,
+    },
+}
+
+/// A reward model or function. Higher scores are better.
+pub trait Reward<B: Backend> {
+    fn info(&self) -> RewardInfo;
+
+    /// images: [batch, 3, h, w], RGB in [0, 1]; prompts: one per image. Returns [batch].
+    fn score(&self, images: Tensor<B, 4>, prompts: &[&str]) -> Result<Tensor<B, 1>, RewardError>;
+}
+
+pub(crate) fn check_batch(
+    reward: &'static str,
+    images: usize,
+    prompts: usize,
+) -> Result<(), RewardError> {
+    if images == prompts {
+        Ok(())
+    } else {
+        Err(RewardError::BatchMismatch {
+            reward,
+            images,
+            prompts,
+        })
+    }
+}
