@@ -1,7 +1,7 @@
 """Reward goldens. JPEG (in)compressibility as DDPO computes it: Pillow JPEG at quality 95 (its
 defaults: 4:2:0 subsampling, standard tables, baseline), size in kB (bytes / 1000).
 
-Writes tests/fixtures/rewards/jpeg_images.safetensors (RGB in [0, 1], exactly k/255) and jpeg_sizes.json.
+Writes tests/fixtures/rewards/jpeg_images.safetensors (RGB k/255 in [0, 1], stored as f16) and jpeg_sizes.json.
 """
 
 import io
@@ -22,6 +22,8 @@ def images():
     photo = Image.fromarray(data.astronaut())
     coffee = Image.fromarray(data.coffee())
     out = {
+        "astronaut_512": data.astronaut(),
+        "chelsea_451x300": data.chelsea(),
         "astronaut_64": np.asarray(photo.resize((64, 64), Image.BICUBIC)),
         "astronaut_96x64": np.asarray(photo.resize((96, 64), Image.BICUBIC)),
         "coffee_64": np.asarray(coffee.resize((64, 64), Image.BICUBIC)),
@@ -39,7 +41,8 @@ def main():
         Image.fromarray(arr).save(buf, format="JPEG", quality=95)
         sizes[name] = buf.tell() / 1000
         tensors[name] = torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
-    save_tensors(OUT / "jpeg_images.safetensors", tensors)
+    # f16 keeps every k/255 within half a step of k, so rounding x * 255 gives the bytes back.
+    save_tensors(OUT / "jpeg_images.safetensors", tensors, dtype=torch.float16)
     (OUT / "jpeg_sizes.json").write_text(json.dumps({"pillow": PIL.__version__, "quality": 95, "kB": sizes}, indent=1) + "\n")
     print(sizes)
 
