@@ -159,8 +159,9 @@ PROMPTS = [
 
 def main():
     vocab, merges = build_vocab()
-    if OUT.exists():
-        shutil.rmtree(OUT)
+    for sub in ("tokenizer", "tokenizer_2"):
+        if (OUT / sub).exists():
+            shutil.rmtree(OUT / sub)
     write_folder("tokenizer", vocab, merges, pad=EOS)
     write_folder("tokenizer_2", vocab, merges, pad="!")
     licence = Path(open_clip.__file__).parents[1] / "open_clip_torch-3.3.0.dist-info" / "licenses" / "LICENSE"
