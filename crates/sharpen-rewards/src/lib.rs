@@ -1,16 +1,19 @@
 //! Rewards: a batch of images (RGB in [0, 1]) and their prompts in, one score per image out.
 //!
 //! Each reward names the reference it matches (package, preprocessing, formula). So far: JPEG
-//! compressibility and incompressibility (DDPO); the model-based rewards land with issue 5.
+//! compressibility and incompressibility (DDPO) and the shapes world's compositional scorer; the
+//! model-based rewards land with issue 5.
 
 mod image;
 mod jpeg;
+mod shapes;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 pub use image::to_rgb8;
 pub use jpeg::{jpeg_size_bytes, JpegReward, JpegRewardKind};
+pub use shapes::ShapesReward;
 
 /// What a reward is.
 #[derive(Debug, Clone, PartialEq)]
