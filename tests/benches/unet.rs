@@ -10,50 +10,13 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
-use sdxl_unet::{AddedCond, TextTimeConfig, UNet2DConditionModel, UNetConfig, UNetInput};
+use sdxl_unet::{AddedCond, UNet2DConditionModel, UNetConfig, UNetInput};
 use sharpen_tests::{workspace_root, TestBackend};
 
 const BATCH: usize = 2;
 const HEIGHT: usize = 32;
 const WIDTH: usize = 32;
 const TOKENS: usize = 77;
-
-/// SDXL's block structure at about 1/5 of its channels (head size 64 as in SDXL).
-fn mid_size() -> UNetConfig {
-    UNetConfig {
-        block_out_channels: vec![64, 128, 256],
-        num_heads: vec![1, 2, 4],
-        transformer_layers_per_block: vec![1, 1, 2],
-        cross_attention_dim: 256,
-        text_time: Some(TextTimeConfig {
-            time_embed_dim: 32,
-            input_dim: 64 + 6 * 32,
-        }),
-        sample_size: None,
-        ..UNetConfig::sdxl_base_1_0()
-    }
-}
-
-/// The same config in diffusers' `config.json` names.
-fn diffusers_config(c: &UNetConfig) -> String {
-    let tt = c.text_time.expect("text_time");
-    format!(
-        r#"{{"sample_size": null, "in_channels": 4, "out_channels": 4,
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-        "block_out_channels": {:?}, "layers_per_block": 2, "transformer_layers_per_block": {:?},
-        "attention_head_dim": {:?}, "cross_attention_dim": {}, "use_linear_projection": true,
-        "addition_embed_type": "text_time", "addition_time_embed_dim": {}, "projection_class_embeddings_input_dim": {},
-        "norm_num_groups": {}, "norm_eps": 1e-5}}"#,
-        c.block_out_channels,
-        c.transformer_layers_per_block,
-        c.num_heads,
-        c.cross_attention_dim,
-        tt.time_embed_dim,
-        tt.input_dim,
-        c.norm_num_groups
-    )
-}
 
 fn input<B: Backend>(c: &UNetConfig, device: &B::Device) -> UNetInput<B> {
     let n = Distribution::Normal(0.0, 1.0);
@@ -96,7 +59,7 @@ fn torch_side(config: &UNetConfig, repeats: usize, threads: usize) -> Option<(f6
         return None;
     }
     let path = std::env::temp_dir().join(format!("sharpen-bench-unet-{}.json", std::process::id()));
-    std::fs::write(&path, diffusers_config(config)).ok()?;
+    std::fs::write(&path, config.to_diffusers_json().to_string()).ok()?;
     let script = workspace_root().join("tools/bench/unet_torch.py");
     let args = [BATCH, HEIGHT, WIDTH, TOKENS, repeats, threads].map(|v| v.to_string());
     let out = Command::new(&python)
@@ -135,7 +98,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let config = mid_size();
+    let config = UNetConfig::mid_sdxl();
     let device = Default::default();
 
     let unet = UNet2DConditionModel::<TestBackend>::new(&config, &device);

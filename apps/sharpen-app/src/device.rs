@@ -85,6 +85,11 @@ pub fn resolve_device(requested: DeviceArg) -> ResolvedDevice {
 
 #[cfg(feature = "cuda")]
 fn cuda_device(index: usize) -> ResolvedDevice {
+    tracing::info!(
+        "burn's CUDA backend tunes each new kernel shape on first use (minutes for a full SDXL \
+         UNet); the results are cached under the workspace's target/ folder for later runs. \
+         CUBECL_AUTOTUNE_LEVEL=minimal shortens the tuning."
+    );
     ResolvedDevice::Cuda(index)
 }
 

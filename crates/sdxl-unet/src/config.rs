@@ -369,6 +369,62 @@ impl UNetConfig {
         }
     }
 
+    /// SDXL's block structure at about 1/5 of its channels (head size 64 as in SDXL): the
+    /// benchmark preset, big enough that kernels dominate and small enough for a CPU.
+    pub fn mid_sdxl() -> Self {
+        Self {
+            block_out_channels: vec![64, 128, 256],
+            num_heads: vec![1, 2, 4],
+            transformer_layers_per_block: vec![1, 1, 2],
+            cross_attention_dim: 256,
+            text_time: Some(TextTimeConfig {
+                time_embed_dim: 32,
+                input_dim: 64 + 6 * 32,
+            }),
+            sample_size: None,
+            ..Self::sdxl_base_1_0()
+        }
+    }
+
+    /// This config in diffusers' `unet/config.json` names: what the Python side of a benchmark
+    /// or a fixture script builds `UNet2DConditionModel(**config)` from. Parsing it back gives
+    /// the same config.
+    pub fn to_diffusers_json(&self) -> serde_json::Value {
+        let kind = |k: &BlockKind, cross: &str, plain: &str| match k {
+            BlockKind::CrossAttn => cross.to_string(),
+            BlockKind::Plain => plain.to_string(),
+        };
+        let mut v = serde_json::json!({
+            "_class_name": "UNet2DConditionModel",
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "down_block_types": self.down_blocks.iter()
+                .map(|k| kind(k, "CrossAttnDownBlock2D", "DownBlock2D")).collect::<Vec<_>>(),
+            "up_block_types": self.up_blocks.iter()
+                .map(|k| kind(k, "CrossAttnUpBlock2D", "UpBlock2D")).collect::<Vec<_>>(),
+            "mid_block_type": "UNetMidBlock2DCrossAttn",
+            "block_out_channels": self.block_out_channels,
+            "layers_per_block": self.layers_per_block,
+            "transformer_layers_per_block": self.transformer_layers_per_block,
+            "attention_head_dim": self.num_heads,
+            "cross_attention_dim": self.cross_attention_dim,
+            "use_linear_projection": true,
+            "act_fn": "silu",
+            "center_input_sample": false,
+            "norm_num_groups": self.norm_num_groups,
+            "norm_eps": self.norm_eps,
+            "flip_sin_to_cos": self.flip_sin_to_cos,
+            "freq_shift": self.freq_shift,
+            "sample_size": self.sample_size,
+        });
+        if let Some(tt) = self.text_time {
+            v["addition_embed_type"] = "text_time".into();
+            v["addition_time_embed_dim"] = tt.time_embed_dim.into();
+            v["projection_class_embeddings_input_dim"] = tt.input_dim.into();
+        }
+        v
+    }
+
     /// Size of the time embedding: 4 x the first block's channels.
     pub fn time_embed_dim(&self) -> usize {
         4 * self.block_out_channels[0]
@@ -416,5 +472,23 @@ impl UNetConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffusers_json_round_trips() {
+        for config in [
+            UNetConfig::sdxl_base_1_0(),
+            UNetConfig::tiny_sdxl(),
+            UNetConfig::mid_sdxl(),
+        ] {
+            let json: UNetConfigJson =
+                serde_json::from_value(config.to_diffusers_json()).expect("parses as config.json");
+            assert_eq!(UNetConfig::try_from(json).expect("validates"), config);
+        }
     }
 }

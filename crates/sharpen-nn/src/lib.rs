@@ -2,12 +2,14 @@
 //! equal checkpoint keys. Backend-generic; no IO.
 
 pub mod attention;
+pub mod dtype;
 pub mod embeddings;
 pub mod resnet;
 pub mod sampling;
 pub mod transformer;
 
 pub use attention::{multi_head_attention, Attention, AttentionMode};
+pub use dtype::cast_module;
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
 pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 pub use sampling::{Downsample2D, Upsample2D};

@@ -1,0 +1,78 @@
+//! The benchmark binary runs end to end on the CPU and rejects bad arguments by name.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sharpen-bench"))
+        .args(args)
+        .output()
+        .expect("runs sharpen-bench")
+}
+
+#[test]
+fn tiny_unet_forward_and_backward_report_times_and_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.json");
+    let out = bench(&[
+        "unet",
+        "--preset",
+        "tiny",
+        "--size",
+        "64",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+        "--backward",
+        "--write-config",
+        config.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    assert_eq!(json["preset"], "tiny");
+    assert!(json["forward_ms"].as_f64().expect("forward_ms") > 0.0);
+    assert!(
+        json["forward_backward_ms"]
+            .as_f64()
+            .expect("forward_backward_ms")
+            > 0.0
+    );
+    assert_eq!(json["parameters"], 525_076);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("config written")).expect("JSON");
+    assert_eq!(
+        written["block_out_channels"],
+        serde_json::json!([8, 16, 32])
+    );
+    assert_eq!(written["addition_embed_type"], "text_time");
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    for (args, needle) in [
+        (&["unet", "--preset", "sd15"][..], "--preset `sd15`"),
+        (
+            &["unet", "--preset", "tiny", "--dtype", "f8"][..],
+            "--dtype `f8`",
+        ),
+        (
+            &["unet", "--preset", "tiny", "--size", "60"][..],
+            "--size 60",
+        ),
+        (
+            &["unet", "--preset", "tiny", "--attention", "flash"][..],
+            "--attention `flash`",
+        ),
+    ] {
+        let out = bench(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
