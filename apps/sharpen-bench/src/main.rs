@@ -4,7 +4,11 @@
 //! `sharpen-bench unet --preset sdxl --size 1024 --batch 2 --dtype bf16 --device cuda` is the
 //! SDXL UNet at 1024x1024 pixels (128x128 latents). Prints a table and, last, one JSON line.
 
+mod heap;
 mod unet;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 use clap::{Parser, Subcommand};
 use sharpen_app::{init_logging, DeviceArg};

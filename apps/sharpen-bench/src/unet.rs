@@ -41,6 +41,10 @@ pub struct UnetArgs {
     /// Also time forward+backward (mean-square loss) through autodiff.
     #[arg(long)]
     pub backward: bool,
+    /// Also time forward+backward with block-level gradient checkpointing (recompute each
+    /// resnet / transformer in backward).
+    #[arg(long)]
+    pub checkpointing: bool,
     #[arg(long, default_value = "cpu", value_parser = crate::device_arg)]
     pub device: DeviceArg,
 }
@@ -200,26 +204,50 @@ fn bench<B: AutodiffBackend>(
 
     let inference = unet.valid();
     let x = input::<B::InnerBackend>(&config, args, &device);
+    let heap_start = crate::heap::reset_peak();
     let (first_forward, forward) =
         time::<B::InnerBackend>(&device, args.warmup, args.repeats, || {
             let out = inference.forward(x.clone());
             drop(out);
         })
         .context("timing the forward pass")?;
-    let memory_forward = memory(&inner_device);
+    let mut rows = vec![Row {
+        pass: "forward",
+        ms: forward * 1e3,
+        heap: crate::heap::peak() - heap_start,
+        device: memory(&inner_device),
+    }];
     drop(inference);
 
-    let backward = if args.backward {
+    let loss = |out: Tensor<B, 4>| out.cast(DType::F32).powf_scalar(2.0).mean();
+    if args.backward {
         let x = input::<B>(&config, args, &device);
-        let t = time::<B>(&device, args.warmup, args.repeats, || {
-            let out = unet.forward(x.clone());
-            let _grads = out.cast(DType::F32).powf_scalar(2.0).mean().backward();
+        let heap_start = crate::heap::reset_peak();
+        let (_, t) = time::<B>(&device, args.warmup, args.repeats, || {
+            let _grads = loss(unet.forward(x.clone())).backward();
         })
         .context("timing forward+backward")?;
-        Some((t.1, memory(&inner_device)))
-    } else {
-        None
-    };
+        rows.push(Row {
+            pass: "forward+backward",
+            ms: t * 1e3,
+            heap: crate::heap::peak() - heap_start,
+            device: memory(&inner_device),
+        });
+    }
+    if args.checkpointing {
+        let x = input::<B::InnerBackend>(&config, args, &device);
+        let heap_start = crate::heap::reset_peak();
+        let (_, t) = time::<B>(&device, args.warmup, args.repeats, || {
+            let _grads = unet.checkpointed_grads(x.clone(), loss);
+        })
+        .context("timing checkpointed forward+backward")?;
+        rows.push(Row {
+            pass: "fwd+bwd, block checkpointing",
+            ms: t * 1e3,
+            heap: crate::heap::peak() - heap_start,
+            device: memory(&inner_device),
+        });
+    }
 
     println!(
         "UNet benchmark: preset {}, {params} parameters, {} x {}x{} px (latents {}x{}), {} tokens, {:?}, attention {mode:?}",
@@ -229,34 +257,53 @@ fn bench<B: AutodiffBackend>(
         "backend: {backend}; median of {} after {} warm-up (the first pass took {:.1} s)",
         args.repeats, args.warmup, first_forward
     );
-    println!();
-    println!("| pass             | time        | device memory reserved (in use) |");
-    println!("|------------------|-------------|---------------------------------|");
-    let mem = |m: Option<(u64, u64)>| match m {
-        Some((used, reserved)) => format!("{:.2} GiB ({:.2} GiB)", gib(reserved), gib(used)),
-        None => "-".to_string(),
-    };
     println!(
-        "| forward          | {:>9.2} ms | {:>31} |",
-        forward * 1e3,
-        mem(memory_forward)
+        "memory: peak host heap above the start of the pass (the CPU backend's tensors); on a GPU,"
     );
-    if let Some((t, m)) = backward {
+    println!("the device memory its pools reserve (in use), which only grows over the run");
+    if args.backward || args.checkpointing {
+        let bytes = params * dtype.size();
         println!(
-            "| forward+backward | {:>9.2} ms | {:>31} |",
-            t * 1e3,
-            mem(m)
+            "(the parameter gradients alone take {:.1} MiB of a backward pass's peak)",
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
+    println!();
+    println!(
+        "| pass                         | time        | peak heap  | device reserved (in use) |"
+    );
+    println!(
+        "|------------------------------|-------------|------------|--------------------------|"
+    );
+    for row in &rows {
+        let device = match row.device {
+            Some((used, reserved)) => format!("{:.2} GiB ({:.2} GiB)", gib(reserved), gib(used)),
+            None => "-".to_string(),
+        };
+        println!(
+            "| {:<28} | {:>8.2} ms | {:>6.1} MiB | {:>24} |",
+            row.pass,
+            row.ms,
+            row.heap as f64 / (1 << 20) as f64,
+            device
         );
     }
     let json = serde_json::json!({
         "preset": args.preset, "parameters": params, "batch": args.batch, "size": args.size,
         "dtype": args.dtype, "attention": format!("{mode:?}"), "backend": backend,
-        "forward_ms": forward * 1e3, "first_forward_s": first_forward,
-        "forward_backward_ms": backward.map(|(t, _)| t * 1e3),
-        "memory_after_load": memory_after_load.map(|m| m.1),
-        "memory_reserved_forward": memory_forward.map(|m| m.1),
-        "memory_reserved_backward": backward.and_then(|(_, m)| m.map(|m| m.1)),
+        "first_forward_s": first_forward, "memory_after_load": memory_after_load.map(|m| m.1),
+        "passes": rows.iter().map(|r| serde_json::json!({
+            "pass": r.pass, "ms": r.ms, "peak_heap_bytes": r.heap,
+            "device_reserved_bytes": r.device.map(|d| d.1),
+        })).collect::<Vec<_>>(),
     });
     println!("{json}");
     Ok(())
+}
+
+struct Row {
+    pass: &'static str,
+    ms: f64,
+    heap: usize,
+    device: Option<(u64, u64)>,
 }

@@ -24,6 +24,7 @@ fn tiny_unet_forward_and_backward_report_times_and_config() {
         "--warmup",
         "1",
         "--backward",
+        "--checkpointing",
         "--write-config",
         config.to_str().expect("utf-8 path"),
     ]);
@@ -36,13 +37,23 @@ fn tiny_unet_forward_and_backward_report_times_and_config() {
     let json: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
     assert_eq!(json["preset"], "tiny");
-    assert!(json["forward_ms"].as_f64().expect("forward_ms") > 0.0);
-    assert!(
-        json["forward_backward_ms"]
-            .as_f64()
-            .expect("forward_backward_ms")
-            > 0.0
+    let passes = json["passes"].as_array().expect("passes");
+    let names: Vec<&str> = passes
+        .iter()
+        .map(|p| p["pass"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "forward",
+            "forward+backward",
+            "fwd+bwd, block checkpointing"
+        ]
     );
+    for p in passes {
+        assert!(p["ms"].as_f64().expect("ms") > 0.0, "{p}");
+        assert!(p["peak_heap_bytes"].as_u64().expect("heap") > 0, "{p}");
+    }
     assert_eq!(json["parameters"], 525_076);
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&config).expect("config written")).expect("JSON");

@@ -3,9 +3,11 @@
 //! weights crate maps (see `sharpen_nn::FeedForward`).
 
 mod blocks;
+pub mod checkpoint;
 pub mod config;
 mod unet;
 
 pub use blocks::{DownBlock, MidBlock, UpBlock};
+pub use checkpoint::UNetTape;
 pub use config::{BlockKind, ConfigError, PerBlock, TextTimeConfig, UNetConfig, UNetConfigJson};
 pub use unet::{AddedCond, UNet2DConditionModel, UNetInput};

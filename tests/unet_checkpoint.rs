@@ -1,0 +1,170 @@
+//! Block-level gradient checkpointing gives the gradients of plain autodiff: every parameter of
+//! both tiny UNet configs, with odd and non-square latents and different timesteps per item.
+
+use burn::backend::Autodiff;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+use sdxl_unet::{AddedCond, UNet2DConditionModel, UNetInput};
+use sharpen_tests::{fixture, Reference, TestBackend as B};
+use sharpen_weights::unet::load_unet;
+use sharpen_weights::LoadOptions;
+
+type AD = Autodiff<B>;
+
+fn tensor<const D: usize>(r: &Reference, key: &str) -> Tensor<B, D> {
+    Tensor::from_data(r.data(key), &Default::default())
+}
+
+/// A loss that weighs every output element differently, so that no gradient is trivially zero.
+fn loss<BB: burn::tensor::backend::Backend>(out: Tensor<BB, 4>) -> Tensor<BB, 1> {
+    let n = out.shape().num_elements();
+    let weights: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.3)
+        .collect();
+    let w = Tensor::<BB, 1>::from_data(TensorData::new(weights, [n]), &out.device())
+        .reshape(out.dims());
+    (out.powf_scalar(2.0) * w).sum()
+}
+
+/// Every float parameter's gradient from both ways, compared relative to the largest gradient.
+struct Compare<'a> {
+    plain: &'a GradientsParams,
+    checkpointed: &'a GradientsParams,
+    checked: usize,
+    worst: (f32, String),
+    path: Vec<String>,
+}
+
+impl ModuleVisitor<AD> for Compare<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AD, D>>) {
+        let id: ParamId = param.id;
+        let name = self.path.join(".");
+        let a = self
+            .plain
+            .get::<B, D>(id)
+            .unwrap_or_else(|| panic!("{name}: no plain gradient"));
+        let b = self
+            .checkpointed
+            .get::<B, D>(id)
+            .unwrap_or_else(|| panic!("{name}: no checkpointed gradient"));
+        let scale = a.clone().abs().max().into_scalar().max(1e-6);
+        let diff = (a - b).abs().max().into_scalar() / scale;
+        self.checked += 1;
+        if diff > self.worst.0 {
+            self.worst = (diff, name);
+        }
+    }
+}
+
+fn check(unet: &UNet2DConditionModel<AD>, input: UNetInput<B>, what: &str) {
+    let lift = |i: &UNetInput<B>| UNetInput::<AD> {
+        sample: Tensor::from_inner(i.sample.clone()),
+        timestep: Tensor::from_inner(i.timestep.clone()),
+        encoder_hidden_states: Tensor::from_inner(i.encoder_hidden_states.clone()),
+        added_cond: i.added_cond.as_ref().map(|a| AddedCond {
+            text_embeds: Tensor::from_inner(a.text_embeds.clone()),
+            time_ids: Tensor::from_inner(a.time_ids.clone()),
+        }),
+    };
+    let plain_loss = loss(unet.forward(lift(&input)));
+    let grads = plain_loss.backward();
+    let plain = GradientsParams::from_grads(grads, unet);
+    let plain_value = plain_loss.inner().into_scalar();
+
+    let (value, checkpointed) = unet.checkpointed_grads(input, loss);
+    let value = value.into_scalar();
+    assert!(
+        (value - plain_value).abs() <= 1e-5 * plain_value.abs().max(1.0),
+        "{what}: loss {value} vs {plain_value}"
+    );
+    assert_eq!(checkpointed.len(), plain.len(), "{what}: gradient count");
+    let mut cmp = Compare {
+        plain: &plain,
+        checkpointed: &checkpointed,
+        checked: 0,
+        worst: (0.0, String::new()),
+        path: Vec::new(),
+    };
+    unet.visit(&mut cmp);
+    assert_eq!(cmp.checked, plain.len(), "{what}: every parameter compared");
+    assert!(
+        cmp.worst.0 <= 1e-4,
+        "{what}: gradient of {} differs by {} of its largest value",
+        cmp.worst.1,
+        cmp.worst.0
+    );
+    println!(
+        "{what}: {} parameter gradients, worst relative difference {:.2e} ({})",
+        cmp.checked, cmp.worst.0, cmp.worst.1
+    );
+}
+
+#[test]
+fn checkpointed_gradients_equal_autodiff_on_the_sdxl_tiny_config() {
+    let unet = load_unet::<AD>(
+        &fixture("unet/tiny"),
+        &LoadOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let r = Reference::open("unet/outputs.safetensors");
+    for case in ["nonsquare", "odd"] {
+        let input = UNetInput {
+            sample: tensor(&r, &format!("{case}.sample")),
+            timestep: tensor(&r, &format!("{case}.timestep")),
+            encoder_hidden_states: tensor(&r, &format!("{case}.encoder_hidden_states")),
+            added_cond: Some(AddedCond {
+                text_embeds: tensor(&r, &format!("{case}.text_embeds")),
+                time_ids: tensor(&r, &format!("{case}.time_ids")),
+            }),
+        };
+        check(&unet, input, &format!("tiny SDXL, {case}"));
+    }
+}
+
+#[test]
+fn checkpointed_gradients_equal_autodiff_on_the_four_level_config() {
+    let unet = load_unet::<AD>(
+        &fixture("unet/tiny_b"),
+        &LoadOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let r = Reference::open("unet/outputs_b.safetensors");
+    let input = UNetInput {
+        sample: tensor(&r, "sample"),
+        timestep: tensor(&r, "timestep"),
+        encoder_hidden_states: tensor(&r, "encoder_hidden_states"),
+        added_cond: None,
+    };
+    check(&unet, input, "four-level config");
+}
+
+#[test]
+fn checkpointed_forward_equals_forward() {
+    let unet = load_unet::<AD>(
+        &fixture("unet/tiny"),
+        &LoadOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let r = Reference::open("unet/outputs.safetensors");
+    let input = UNetInput::<B> {
+        sample: tensor(&r, "odd.sample"),
+        timestep: tensor(&r, "odd.timestep"),
+        encoder_hidden_states: tensor(&r, "odd.encoder_hidden_states"),
+        added_cond: Some(AddedCond {
+            text_embeds: tensor(&r, "odd.text_embeds"),
+            time_ids: tensor(&r, "odd.time_ids"),
+        }),
+    };
+    let (out, _tape) = unet.forward_checkpointed(input);
+    sharpen_tests::assert_close("checkpointed forward", &out, &r.data("odd.out"), 1e-4);
+}
