@@ -1,0 +1,14 @@
+//! The Diffusion-Sharpening training step, backend-generic and IO-free (method.md sections 3-5):
+//! roll out n short DDIM trajectories from one noised latent without autograd, score every
+//! step's decoded clean-latent estimate, select per prompt, then recompute only the selected
+//! trajectory (SFT) or the winner/loser pair (RLHF) with autograd. The random draws (timestep,
+//! noises) come from the caller, so a step is a pure function of its inputs.
+
+pub mod model;
+pub mod trajectory;
+
+pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};
+pub use trajectory::{
+    effective_steps, path_losses, rollout, sft_step, trajectory_timesteps, Rollout, SftStep,
+    StepModels, TrajectoryConfig, TrajectoryError,
+};

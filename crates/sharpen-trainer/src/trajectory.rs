@@ -1,0 +1,263 @@
+//! Sample, score, select (method.md section 3) and the SFT step (section 4).
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use sharpen_loss::{path_loss, select, step_loss, trajectory_reward, Selection};
+use sharpen_rewards::{Reward, RewardError};
+use sharpen_schedulers::training::add_noise;
+use sharpen_schedulers::Sampler;
+
+use crate::model::{repeat_interleave, select as select_rows, EpsModel, LatentDecoder, TextCond};
+
+/// The trajectory shape (method.md sections 3 and 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrajectoryConfig {
+    /// Trajectories per prompt (`n`, default 3).
+    pub n: usize,
+    /// DDIM steps per trajectory (`m`, default 3).
+    pub m: usize,
+    /// Timesteps per DDIM step (`trajectory_stride`, default 40 = 1000 / 25).
+    pub stride: usize,
+    /// Cut the gradient between steps (`detach_between_steps`, default false: gradients flow
+    /// through the chain of UNet calls, as in the reference).
+    pub detach_between_steps: bool,
+}
+
+impl Default for TrajectoryConfig {
+    fn default() -> Self {
+        Self {
+            n: 3,
+            m: 3,
+            stride: 40,
+            detach_between_steps: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrajectoryError {
+    #[error(transparent)]
+    Reward(#[from] RewardError),
+    #[error("invalid trajectory input: {0}")]
+    Input(String),
+}
+
+/// `min(m, 1 + floor(t / stride))`: no step goes below timestep 0.
+pub fn effective_steps(t: usize, m: usize, stride: usize) -> usize {
+    m.min(1 + t / stride.max(1))
+}
+
+/// t_k = t - k * stride for k < m_eff.
+pub fn trajectory_timesteps(t: usize, m_eff: usize, stride: usize) -> Vec<usize> {
+    (0..m_eff).map(|k| t - k * stride).collect()
+}
+
+/// What a rollout found, per row (prompt p's trajectories are rows p*n .. p*n+n-1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub timesteps: Vec<usize>,
+    /// r^i_k: [rows][steps].
+    pub step_rewards: Vec<Vec<f64>>,
+    /// r^i = mean_k r^i_k: [rows].
+    pub scores: Vec<f64>,
+    /// Per prompt, indices within the prompt's n trajectories.
+    pub selections: Vec<Selection>,
+}
+
+impl Rollout {
+    /// Row of prompt `p`'s winner.
+    pub fn winner_row(&self, p: usize, n: usize) -> usize {
+        p * n + self.selections[p].winner
+    }
+
+    /// Row of prompt `p`'s loser.
+    pub fn loser_row(&self, p: usize, n: usize) -> usize {
+        p * n + self.selections[p].loser
+    }
+}
+
+fn ddim_next<B: Backend>(
+    sampler: &Sampler,
+    t: usize,
+    stride: usize,
+    eps_hat: Tensor<B, 4>,
+    x: Tensor<B, 4>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let out = sampler.ddim_step(t as i64, t as i64 - stride as i64, 0.0, eps_hat, x, None);
+    (out.prev_sample, out.pred_original_sample)
+}
+
+/// Runs the n trajectories of every prompt from `x_t` (rows = prompts x n) with deterministic
+/// DDIM, scoring each step's decoded clean-latent estimate with `reward` against the prompt.
+/// Meant for a backend without autograd (the rollout needs no graph).
+#[allow(clippy::too_many_arguments)]
+pub fn rollout<B: Backend>(
+    model: &impl EpsModel<B>,
+    decoder: &impl LatentDecoder<B>,
+    reward: &dyn Reward<B>,
+    sampler: &Sampler,
+    x_t: Tensor<B, 4>,
+    cond: &TextCond<B>,
+    prompts: &[&str],
+    n: usize,
+    timesteps: &[usize],
+    stride: usize,
+) -> Result<Rollout, TrajectoryError> {
+    let rows = x_t.dims()[0];
+    if rows != prompts.len() * n || cond.rows() != rows {
+        return Err(TrajectoryError::Input(format!(
+            "{rows} latent rows and {} condition rows for {} prompts x {n} trajectories",
+            cond.rows(),
+            prompts.len()
+        )));
+    }
+    let row_prompts: Vec<&str> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(*p, n))
+        .collect();
+    let mut step_rewards = vec![Vec::with_capacity(timesteps.len()); rows];
+    let mut x = x_t;
+    for &t in timesteps {
+        let eps_hat = model.predict(x.clone(), t, cond);
+        let (next, x0_hat) = ddim_next(sampler, t, stride, eps_hat, x);
+        let scores = reward.score(decoder.decode(x0_hat), &row_prompts)?;
+        let scores: Vec<f32> = scores
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float scores");
+        for (row, s) in scores.into_iter().enumerate() {
+            step_rewards[row].push(s as f64);
+        }
+        x = next;
+    }
+    let scores: Vec<f64> = step_rewards.iter().map(|r| trajectory_reward(r)).collect();
+    let selections = scores.chunks(n).map(select).collect();
+    Ok(Rollout {
+        timesteps: timesteps.to_vec(),
+        step_rewards,
+        scores,
+        selections,
+    })
+}
+
+/// The path loss L = mean_k mean_{C,H,W} (eps_hat_k - eps)^2 of each row's trajectory from
+/// `x_t`, with whatever graph the backend records: [rows]. The target is each row's initial
+/// noise at every step.
+#[allow(clippy::too_many_arguments)]
+pub fn path_losses<B: Backend>(
+    model: &impl EpsModel<B>,
+    sampler: &Sampler,
+    x_t: Tensor<B, 4>,
+    eps: Tensor<B, 4>,
+    cond: &TextCond<B>,
+    timesteps: &[usize],
+    stride: usize,
+    detach_between_steps: bool,
+) -> Tensor<B, 1> {
+    let mut losses = Vec::with_capacity(timesteps.len());
+    let mut x = x_t;
+    for (k, &t) in timesteps.iter().enumerate() {
+        let eps_hat = model.predict(x.clone(), t, cond);
+        losses.push(step_loss(eps_hat.clone(), eps.clone()));
+        if k + 1 < timesteps.len() {
+            let (next, _) = ddim_next(sampler, t, stride, eps_hat, x);
+            x = if detach_between_steps {
+                next.detach()
+            } else {
+                next
+            };
+        }
+    }
+    path_loss(losses)
+}
+
+fn lift_cond<B: AutodiffBackend>(cond: &TextCond<B::InnerBackend>) -> TextCond<B> {
+    TextCond {
+        context: Tensor::from_inner(cond.context.clone()),
+        added: cond.added.as_ref().map(|a| sdxl_unet::AddedCond {
+            text_embeds: Tensor::from_inner(a.text_embeds.clone()),
+            time_ids: Tensor::from_inner(a.time_ids.clone()),
+        }),
+    }
+}
+
+/// One SFT Diffusion-Sharpening step's result.
+#[derive(Debug)]
+pub struct SftStep<B: Backend> {
+    /// Mean over prompts of the selected trajectory's path loss (with graph).
+    pub loss: Tensor<B, 1>,
+    pub rollout: Rollout,
+}
+
+/// The models and reward of a step: the trained model with autograd, the same weights without
+/// (for rollouts), and what scores a rollout.
+pub struct StepModels<'a, B: AutodiffBackend, M, R, D> {
+    pub train: &'a M,
+    pub rollout: &'a R,
+    pub decoder: &'a D,
+    pub reward: &'a dyn Reward<B::InnerBackend>,
+    pub sampler: &'a Sampler,
+}
+
+/// SFT Diffusion-Sharpening (method.md section 4) for a batch of prompts: noise each clean latent
+/// `x0` [prompts, c, h, w] with its n noises `eps` [prompts x n, ...] at timestep `t`, roll out
+/// without autograd, keep each prompt's best trajectory and recompute only it with autograd.
+/// `cond` is the (possibly caption-dropped) conditioning per prompt; the reward sees `prompts`.
+#[allow(clippy::too_many_arguments)]
+pub fn sft_step<B, M, R, D>(
+    models: &StepModels<'_, B, M, R, D>,
+    config: &TrajectoryConfig,
+    x0: Tensor<B::InnerBackend, 4>,
+    eps: Tensor<B::InnerBackend, 4>,
+    cond: &TextCond<B::InnerBackend>,
+    prompts: &[&str],
+    t: usize,
+) -> Result<SftStep<B>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    M: EpsModel<B>,
+    R: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let n = config.n;
+    let schedule = &models.sampler.config.schedule;
+    if t >= schedule.num_train_timesteps() {
+        return Err(TrajectoryError::Input(format!(
+            "timestep {t} outside the schedule"
+        )));
+    }
+    let x_t = add_noise(schedule, repeat_interleave(x0, n), eps.clone(), t);
+    let m_eff = effective_steps(t, config.m, config.stride);
+    let timesteps = trajectory_timesteps(t, m_eff, config.stride);
+    let rows_cond = cond.repeat_rows(n);
+    let rollout = rollout(
+        models.rollout,
+        models.decoder,
+        models.reward,
+        models.sampler,
+        x_t.clone(),
+        &rows_cond,
+        prompts,
+        n,
+        &timesteps,
+        config.stride,
+    )?;
+    let chosen: Vec<usize> = (0..prompts.len())
+        .map(|p| rollout.winner_row(p, n))
+        .collect();
+    let losses = path_losses(
+        models.train,
+        models.sampler,
+        Tensor::from_inner(select_rows(x_t, &chosen)),
+        Tensor::from_inner(select_rows(eps, &chosen)),
+        &lift_cond::<B>(&rows_cond.select_rows(&chosen)),
+        &timesteps,
+        config.stride,
+        config.detach_between_steps,
+    );
+    Ok(SftStep {
+        loss: losses.mean(),
+        rollout,
+    })
+}

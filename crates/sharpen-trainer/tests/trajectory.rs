@@ -1,0 +1,363 @@
+//! The trajectory core on a toy model whose every number can be worked out by hand:
+//! eps_theta(x) = w * x, a decoder that is a sigmoid of the first three latent channels, and a
+//! brightness reward.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use sharpen_rewards::{Reward, RewardError, RewardInfo};
+use sharpen_schedulers::{Sampler, SamplerKind, SchedulerConfig};
+use sharpen_trainer::{
+    effective_steps, path_losses, rollout, sft_step, trajectory_timesteps, EpsModel, LatentDecoder,
+    StepModels, TextCond, TrajectoryConfig,
+};
+
+type B = Flex;
+type AD = Autodiff<Flex>;
+
+#[derive(Debug)]
+struct Toy<BB: Backend> {
+    w: Param<Tensor<BB, 1>>,
+}
+
+impl<BB: Backend> Toy<BB> {
+    fn new(w: f32) -> Self {
+        Self {
+            w: Param::from_tensor(Tensor::from_floats([w], &Default::default())),
+        }
+    }
+}
+
+impl<BB: Backend> EpsModel<BB> for Toy<BB> {
+    fn predict(&self, x: Tensor<BB, 4>, _t: usize, _cond: &TextCond<BB>) -> Tensor<BB, 4> {
+        x * self.w.val().reshape([1, 1, 1, 1])
+    }
+}
+
+struct SigmoidDecoder;
+
+impl<BB: Backend> LatentDecoder<BB> for SigmoidDecoder {
+    fn decode(&self, latents: Tensor<BB, 4>) -> Tensor<BB, 4> {
+        sigmoid(latents.narrow(1, 0, 3))
+    }
+}
+
+struct Brightness;
+
+impl<BB: Backend> Reward<BB> for Brightness {
+    fn info(&self) -> RewardInfo {
+        RewardInfo {
+            name: "brightness",
+            range: (0.0, 1.0),
+            differentiable: false,
+        }
+    }
+    fn score(&self, images: Tensor<BB, 4>, _: &[&str]) -> Result<Tensor<BB, 1>, RewardError> {
+        let [b, c, h, w] = images.dims();
+        Ok(images.reshape([b, c * h * w]).mean_dim(1).reshape([b]))
+    }
+}
+
+fn sampler() -> Sampler {
+    Sampler::new(
+        SamplerKind::Ddim { eta: 0.0 },
+        &SchedulerConfig::sdxl_base_1_0(),
+        25,
+    )
+}
+
+fn tensor<BB: Backend>(values: Vec<f32>, shape: [usize; 4]) -> Tensor<BB, 4> {
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+}
+
+/// Deterministic pseudo-random values in [-1.5, 1.5].
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let x = (i as u64 + 1)
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(seed * 1442695040888963407);
+            ((x >> 33) % 3001) as f32 / 1000.0 - 1.5
+        })
+        .collect()
+}
+
+fn cond<BB: Backend>(rows: usize) -> TextCond<BB> {
+    TextCond {
+        context: Tensor::zeros([rows, 2, 4], &Default::default()),
+        added: None,
+    }
+}
+
+const PER_ROW: usize = 4 * 2 * 3;
+
+/// The toy trajectory of one row worked out on the host in f64: (step rewards, path loss).
+fn by_hand(
+    x0: &[f32],
+    eps: &[f32],
+    w: f64,
+    t: usize,
+    timesteps: &[usize],
+    stride: usize,
+) -> (Vec<f64>, f64) {
+    let a = |t: i64| -> f64 {
+        let s = SchedulerConfig::sdxl_base_1_0().schedule;
+        if t < 0 {
+            s.alpha_bar(0).unwrap()
+        } else {
+            s.alpha_bar(t).unwrap()
+        }
+    };
+    let at = a(t as i64);
+    let mut x: Vec<f64> = x0
+        .iter()
+        .zip(eps)
+        .map(|(&x, &e)| at.sqrt() * x as f64 + (1.0 - at).sqrt() * e as f64)
+        .collect();
+    let (mut rewards, mut losses) = (Vec::new(), Vec::new());
+    for &tk in timesteps {
+        let (a1, a2) = (a(tk as i64), a(tk as i64 - stride as i64));
+        let eps_hat: Vec<f64> = x.iter().map(|v| w * v).collect();
+        let x0_hat: Vec<f64> = x
+            .iter()
+            .zip(&eps_hat)
+            .map(|(v, e)| (v - (1.0 - a1).sqrt() * e) / a1.sqrt())
+            .collect();
+        // Channels 0..3 of a [4, 2, 3] latent are its first 18 values.
+        let pixels = &x0_hat[..18];
+        rewards.push(pixels.iter().map(|v| 1.0 / (1.0 + (-v).exp())).sum::<f64>() / 18.0);
+        losses.push(
+            eps_hat
+                .iter()
+                .zip(eps)
+                .map(|(e, &n)| (e - n as f64).powi(2))
+                .sum::<f64>()
+                / PER_ROW as f64,
+        );
+        x = x0_hat
+            .iter()
+            .zip(&eps_hat)
+            .map(|(x0, e)| a2.sqrt() * x0 + (1.0 - a2).sqrt() * e)
+            .collect();
+    }
+    let l = losses.iter().sum::<f64>() / losses.len() as f64;
+    (rewards, l)
+}
+
+#[test]
+fn effective_steps_never_go_below_zero() {
+    assert_eq!(effective_steps(0, 3, 40), 1);
+    assert_eq!(effective_steps(39, 3, 40), 1);
+    assert_eq!(effective_steps(40, 3, 40), 2);
+    assert_eq!(effective_steps(80, 3, 40), 3);
+    assert_eq!(effective_steps(999, 3, 40), 3);
+    assert_eq!(effective_steps(999, 8, 40), 8);
+    assert_eq!(trajectory_timesteps(85, 3, 40), vec![85, 45, 5]);
+}
+
+#[test]
+fn rollout_scores_every_step_and_selects_per_prompt() {
+    let (prompts, n, t, stride) = (["a", "b"], 3, 500, 40);
+    let rows = prompts.len() * n;
+    let x0 = values(rows * PER_ROW, 1);
+    let eps = values(rows * PER_ROW, 2);
+    let w = 0.7;
+    let timesteps = trajectory_timesteps(t, 3, stride);
+    let s = SchedulerConfig::sdxl_base_1_0().schedule;
+    let at = s.alpha_bar(t as i64).unwrap();
+    let x_t: Vec<f32> = x0
+        .iter()
+        .zip(&eps)
+        .map(|(&x, &e)| (at.sqrt() * x as f64 + (1.0 - at).sqrt() * e as f64) as f32)
+        .collect();
+    let out = rollout(
+        &Toy::<B>::new(w as f32),
+        &SigmoidDecoder,
+        &Brightness,
+        &sampler(),
+        tensor(x_t, [rows, 4, 2, 3]),
+        &cond(rows),
+        &prompts,
+        n,
+        &timesteps,
+        stride,
+    )
+    .unwrap();
+    for row in 0..rows {
+        let r = row * PER_ROW..(row + 1) * PER_ROW;
+        let (expected, _) = by_hand(&x0[r.clone()], &eps[r], w, t, &timesteps, stride);
+        for (k, (got, want)) in out.step_rewards[row].iter().zip(&expected).enumerate() {
+            assert!(
+                (got - want).abs() < 1e-5,
+                "row {row} step {k}: {got} vs {want}"
+            );
+        }
+        let mean = expected.iter().sum::<f64>() / expected.len() as f64;
+        assert!((out.scores[row] - mean).abs() < 1e-5);
+    }
+    for p in 0..prompts.len() {
+        let scores = &out.scores[p * n..(p + 1) * n];
+        let best = (0..n)
+            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+            .unwrap();
+        let worst = (0..n)
+            .min_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+            .unwrap();
+        assert_eq!(out.selections[p].winner, best, "prompt {p}");
+        assert_eq!(out.selections[p].loser, worst, "prompt {p}");
+    }
+}
+
+fn sft(w: f32, detach: bool, t: usize) -> (f64, f64, Vec<usize>) {
+    let (prompts, n) = (["a", "b"], 3);
+    let rows = prompts.len() * n;
+    let x0 = values(prompts.len() * PER_ROW, 3);
+    let eps = values(rows * PER_ROW, 4);
+    let train = Toy::<AD>::new(w);
+    let inner = Toy::<B>::new(w);
+    let sampler = sampler();
+    let models = StepModels {
+        train: &train,
+        rollout: &inner,
+        decoder: &SigmoidDecoder,
+        reward: &Brightness,
+        sampler: &sampler,
+    };
+    let config = TrajectoryConfig {
+        detach_between_steps: detach,
+        ..Default::default()
+    };
+    let step = sft_step::<AD, _, _, _>(
+        &models,
+        &config,
+        tensor(x0, [2, 4, 2, 3]),
+        tensor(eps, [rows, 4, 2, 3]),
+        &cond(prompts.len()),
+        &prompts,
+        t,
+    )
+    .unwrap();
+    let loss = step.loss.clone().into_scalar() as f64;
+    let grads = step.loss.backward();
+    let g = train
+        .w
+        .val()
+        .grad(&grads)
+        .expect("w gets a gradient")
+        .into_scalar() as f64;
+    let winners = (0..2).map(|p| step.rollout.winner_row(p, n)).collect();
+    (loss, g, winners)
+}
+
+#[test]
+fn sft_loss_is_the_selected_trajectorys_path_loss() {
+    let (prompts, n, t, stride, w) = (2, 3, 500, 40, 0.7f32);
+    let x0 = values(prompts * PER_ROW, 3);
+    let eps = values(prompts * n * PER_ROW, 4);
+    let (loss, _, winners) = sft(w, false, t);
+    let timesteps = trajectory_timesteps(t, 3, stride);
+    let mut expected = 0.0;
+    for (p, &row) in winners.iter().enumerate() {
+        let (_, l) = by_hand(
+            &x0[p * PER_ROW..(p + 1) * PER_ROW],
+            &eps[row * PER_ROW..(row + 1) * PER_ROW],
+            w as f64,
+            t,
+            &timesteps,
+            stride,
+        );
+        expected += l / prompts as f64;
+    }
+    assert!(
+        (loss - expected).abs() < 1e-5 * expected.max(1.0),
+        "{loss} vs {expected}"
+    );
+}
+
+#[test]
+fn gradients_flow_through_the_trajectory_unless_detached() {
+    let (w, h, t) = (0.7f32, 1e-2f32, 500);
+    let (_, grad, winners) = sft(w, false, t);
+    // Central difference of the same selected trajectories' loss (selection is not differentiated).
+    let (lp, _, wp) = sft(w + h, false, t);
+    let (lm, _, wm) = sft(w - h, false, t);
+    assert_eq!(
+        (&wp, &wm),
+        (&winners, &winners),
+        "the selection is stable around w"
+    );
+    let fd = (lp - lm) / (2.0 * h as f64);
+    assert!(
+        (grad - fd).abs() < 2e-3 * fd.abs().max(1.0),
+        "autodiff {grad} vs finite difference {fd}"
+    );
+    let (_, detached, _) = sft(w, true, t);
+    assert!(
+        (detached - grad).abs() > 1e-3 * grad.abs(),
+        "detaching changes the gradient ({detached} vs {grad})"
+    );
+    // With one step (t < stride) there is nothing to detach.
+    let (_, g1, _) = sft(w, false, 20);
+    let (_, g2, _) = sft(w, true, 20);
+    assert!((g1 - g2).abs() <= 1e-6 * g1.abs().max(1.0));
+}
+
+#[test]
+#[allow(clippy::needless_range_loop)]
+fn path_losses_are_per_row() {
+    let rows = 2;
+    let x = values(rows * PER_ROW, 5);
+    let eps = values(rows * PER_ROW, 6);
+    let timesteps = trajectory_timesteps(300, 3, 40);
+    let losses = path_losses(
+        &Toy::<B>::new(0.3),
+        &sampler(),
+        tensor::<B>(x.clone(), [rows, 4, 2, 3]),
+        tensor(eps.clone(), [rows, 4, 2, 3]),
+        &cond(rows),
+        &timesteps,
+        40,
+        false,
+    );
+    let losses: Vec<f32> = losses.into_data().to_vec().unwrap();
+    // path_losses starts from x_t itself: undo the noising of by_hand with a zero clean latent.
+    let s = SchedulerConfig::sdxl_base_1_0().schedule;
+    let at = s.alpha_bar(300).unwrap();
+    for row in 0..rows {
+        let r = row * PER_ROW..(row + 1) * PER_ROW;
+        let x0: Vec<f32> = x[r.clone()]
+            .iter()
+            .zip(&eps[r.clone()])
+            .map(|(&xt, &e)| ((xt as f64 - (1.0 - at).sqrt() * e as f64) / at.sqrt()) as f32)
+            .collect();
+        let (_, l) = by_hand(&x0, &eps[r], 0.3, 300, &timesteps, 40);
+        assert!(
+            (losses[row] as f64 - l).abs() < 1e-4 * l.max(1.0),
+            "row {row}: {} vs {l}",
+            losses[row]
+        );
+    }
+}
+
+#[test]
+fn mismatched_rows_are_an_error() {
+    let err = rollout(
+        &Toy::<B>::new(0.5),
+        &SigmoidDecoder,
+        &Brightness,
+        &sampler(),
+        tensor(values(5 * PER_ROW, 1), [5, 4, 2, 3]),
+        &cond(5),
+        &["a", "b"],
+        3,
+        &[500],
+        40,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("2 prompts x 3 trajectories"),
+        "{err}"
+    );
+}
