@@ -5,10 +5,12 @@
 //! noises) come from the caller, so a step is a pure function of its inputs.
 
 pub mod model;
+pub mod rlhf;
 pub mod trajectory;
 
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};
+pub use rlhf::{generate, rlhf_step, RlhfConfig, RlhfDraw, RlhfStep};
 pub use trajectory::{
-    effective_steps, path_losses, rollout, sft_step, trajectory_timesteps, Rollout, SftStep,
-    StepModels, TrajectoryConfig, TrajectoryError,
+    effective_steps, path_losses, rollout, rollout_with_states, sft_step, trajectory_timesteps,
+    Rollout, SftStep, StepModels, TrajectoryConfig, TrajectoryError,
 };

@@ -103,6 +103,26 @@ pub fn rollout<B: Backend>(
     timesteps: &[usize],
     stride: usize,
 ) -> Result<Rollout, TrajectoryError> {
+    rollout_with_states(
+        model, decoder, reward, sampler, x_t, cond, prompts, n, timesteps, stride,
+    )
+    .map(|(rollout, _)| rollout)
+}
+
+/// [`rollout`], also returning the trajectory states x_{t_k} ([rows, c, h, w] per step).
+#[allow(clippy::too_many_arguments)]
+pub fn rollout_with_states<B: Backend>(
+    model: &impl EpsModel<B>,
+    decoder: &impl LatentDecoder<B>,
+    reward: &dyn Reward<B>,
+    sampler: &Sampler,
+    x_t: Tensor<B, 4>,
+    cond: &TextCond<B>,
+    prompts: &[&str],
+    n: usize,
+    timesteps: &[usize],
+    stride: usize,
+) -> Result<(Rollout, Vec<Tensor<B, 4>>), TrajectoryError> {
     let rows = x_t.dims()[0];
     if rows != prompts.len() * n || cond.rows() != rows {
         return Err(TrajectoryError::Input(format!(
@@ -117,7 +137,9 @@ pub fn rollout<B: Backend>(
         .collect();
     let mut step_rewards = vec![Vec::with_capacity(timesteps.len()); rows];
     let mut x = x_t;
+    let mut states = Vec::with_capacity(timesteps.len());
     for &t in timesteps {
+        states.push(x.clone());
         let eps_hat = model.predict(x.clone(), t, cond);
         let (next, x0_hat) = ddim_next(sampler, t, stride, eps_hat, x);
         let scores = reward.score(decoder.decode(x0_hat), &row_prompts)?;
@@ -133,12 +155,13 @@ pub fn rollout<B: Backend>(
     }
     let scores: Vec<f64> = step_rewards.iter().map(|r| trajectory_reward(r)).collect();
     let selections = scores.chunks(n).map(select).collect();
-    Ok(Rollout {
+    let rollout = Rollout {
         timesteps: timesteps.to_vec(),
         step_rewards,
         scores,
         selections,
-    })
+    };
+    Ok((rollout, states))
 }
 
 /// The path loss L = mean_k mean_{C,H,W} (eps_hat_k - eps)^2 of each row's trajectory from
@@ -172,7 +195,7 @@ pub fn path_losses<B: Backend>(
     path_loss(losses)
 }
 
-fn lift_cond<B: AutodiffBackend>(cond: &TextCond<B::InnerBackend>) -> TextCond<B> {
+pub(crate) fn lift_cond<B: AutodiffBackend>(cond: &TextCond<B::InnerBackend>) -> TextCond<B> {
     TextCond {
         context: Tensor::from_inner(cond.context.clone()),
         added: cond.added.as_ref().map(|a| sdxl_unet::AddedCond {

@@ -1,0 +1,214 @@
+//! RLHF Diffusion-Sharpening (method.md section 5): online generation with the current model,
+//! re-noising, the shared trajectory core, and the preference loss against a frozen reference.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use sharpen_loss::{rlhf_loss, step_loss, RewardMargin, RlhfBatch};
+use sharpen_schedulers::training::add_noise;
+use sharpen_schedulers::{Sampler, SamplerState};
+
+use crate::model::{select as select_rows, EpsModel, LatentDecoder, TextCond};
+use crate::trajectory::{
+    effective_steps, lift_cond, path_losses, rollout_with_states, trajectory_timesteps, Rollout,
+    StepModels, TrajectoryConfig, TrajectoryError,
+};
+
+/// The RLHF knobs of method.md section 5, with its defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RlhfConfig {
+    /// beta = 2500 in this parameterisation (Diffusion-DPO's 5000 with the 1/2).
+    pub beta: f64,
+    /// Paper Eq. 11 (default) or the reference code's form.
+    pub margin: RewardMargin,
+    /// The reference model's loss from the first trajectory state only (the reference code).
+    pub ref_first_step_only: bool,
+    /// Multiplies the reward gap r_w - r_l so that rewards span about [0, 1] (1 for rewards that
+    /// already do, such as the shapes scorer).
+    pub reward_scale: f64,
+    /// Guidance scale of the online generation (1 = off, as in the reference).
+    pub rollout_cfg: f64,
+}
+
+impl Default for RlhfConfig {
+    fn default() -> Self {
+        Self {
+            beta: 2500.0,
+            margin: RewardMargin::Inside,
+            ref_first_step_only: false,
+            reward_scale: 1.0,
+            rollout_cfg: 1.0,
+        }
+    }
+}
+
+/// Deterministic generation from `noise` [rows, c, h, w] through every step of `sampler` (a DDIM
+/// sampler with the generation step count), with classifier-free guidance when `uncond` is given
+/// and `guidance != 1`. Returns the clean latents.
+pub fn generate<B: Backend>(
+    model: &impl EpsModel<B>,
+    sampler: &Sampler,
+    noise: Tensor<B, 4>,
+    cond: &TextCond<B>,
+    uncond: Option<&TextCond<B>>,
+    guidance: f64,
+) -> Tensor<B, 4> {
+    let mut x = noise.mul_scalar(sampler.init_noise_sigma());
+    let mut state = SamplerState::default();
+    for (i, &t) in sampler.timesteps().iter().enumerate() {
+        let input = sampler.scale_model_input(x.clone(), i);
+        let mut eps = model.predict(input.clone(), t as usize, cond);
+        if let (Some(uncond), true) = (uncond, guidance != 1.0) {
+            let eps_u = model.predict(input, t as usize, uncond);
+            eps = eps_u.clone() + (eps - eps_u).mul_scalar(guidance);
+        }
+        x = sampler.step(i, eps, x, None, &mut state).prev_sample;
+    }
+    x
+}
+
+/// The reference model's mean step loss over the given trajectory states (no graph): [rows].
+fn reference_losses<B: Backend>(
+    reference: &impl EpsModel<B>,
+    states: &[Tensor<B, 4>],
+    eps: Tensor<B, 4>,
+    cond: &TextCond<B>,
+    timesteps: &[usize],
+) -> Tensor<B, 1> {
+    let losses: Vec<Tensor<B, 1>> = states
+        .iter()
+        .zip(timesteps)
+        .map(|(x, &t)| step_loss(reference.predict(x.clone(), t, cond), eps.clone()))
+        .collect();
+    sharpen_loss::path_loss(losses)
+}
+
+/// One RLHF step's result.
+#[derive(Debug)]
+pub struct RlhfStep<B: AutodiffBackend> {
+    /// Mean over prompts of the preference loss (with graph); tied prompts add log 2.
+    pub loss: Tensor<B, 1>,
+    pub rollout: Rollout,
+    /// The online generations x0^i: [prompts x n, c, h, w].
+    pub generated: Tensor<B::InnerBackend, 4>,
+}
+
+/// What an RLHF step draws: the n noises per prompt (generation and re-noising) and the shared
+/// timestep.
+#[derive(Debug, Clone)]
+pub struct RlhfDraw<B: Backend> {
+    /// [prompts x n, c, h, w].
+    pub eps: Tensor<B, 4>,
+    pub t: usize,
+}
+
+/// RLHF Diffusion-Sharpening for a batch of prompts. `generation` is a DDIM sampler with the
+/// generation step count (25 by default); `models.sampler` supplies the trajectory steps.
+/// `reference` is the frozen initial model.
+#[allow(clippy::too_many_arguments)]
+pub fn rlhf_step<B, M, R, Ref, D>(
+    models: &StepModels<'_, B, M, R, D>,
+    reference: &Ref,
+    generation: &Sampler,
+    config: &TrajectoryConfig,
+    rlhf: &RlhfConfig,
+    cond: &TextCond<B::InnerBackend>,
+    uncond: Option<&TextCond<B::InnerBackend>>,
+    prompts: &[&str],
+    draw: RlhfDraw<B::InnerBackend>,
+) -> Result<RlhfStep<B>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    M: EpsModel<B>,
+    R: EpsModel<B::InnerBackend>,
+    Ref: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let n = config.n;
+    let RlhfDraw { eps, t } = draw;
+    let schedule = &models.sampler.config.schedule;
+    if t >= schedule.num_train_timesteps() {
+        return Err(TrajectoryError::Input(format!(
+            "timestep {t} outside the schedule"
+        )));
+    }
+    let rows_cond = cond.repeat_rows(n);
+    let rows_uncond = uncond.map(|u| u.repeat_rows(n));
+    let generated = generate(
+        models.rollout,
+        generation,
+        eps.clone(),
+        &rows_cond,
+        rows_uncond.as_ref(),
+        rlhf.rollout_cfg,
+    );
+    let x_t = add_noise(schedule, generated.clone(), eps.clone(), t);
+    let m_eff = effective_steps(t, config.m, config.stride);
+    let timesteps = trajectory_timesteps(t, m_eff, config.stride);
+    let (rollout, states) = rollout_with_states(
+        models.rollout,
+        models.decoder,
+        models.reward,
+        models.sampler,
+        x_t.clone(),
+        &rows_cond,
+        prompts,
+        n,
+        &timesteps,
+        config.stride,
+    )?;
+
+    // Winners then losers, one row each per prompt.
+    let prompts_n = prompts.len();
+    let chosen: Vec<usize> = (0..prompts_n)
+        .map(|p| rollout.winner_row(p, n))
+        .chain((0..prompts_n).map(|p| rollout.loser_row(p, n)))
+        .collect();
+    let chosen_cond = rows_cond.select_rows(&chosen);
+    let chosen_eps = select_rows(eps, &chosen);
+    let losses = path_losses(
+        models.train,
+        models.sampler,
+        Tensor::from_inner(select_rows(x_t, &chosen)),
+        Tensor::from_inner(chosen_eps.clone()),
+        &lift_cond::<B>(&chosen_cond),
+        &timesteps,
+        config.stride,
+        config.detach_between_steps,
+    );
+    let ref_steps = if rlhf.ref_first_step_only { 1 } else { m_eff };
+    let chosen_states: Vec<Tensor<B::InnerBackend, 4>> = states[..ref_steps]
+        .iter()
+        .map(|s| select_rows(s.clone(), &chosen))
+        .collect();
+    let refs = reference_losses(
+        reference,
+        &chosen_states,
+        chosen_eps,
+        &chosen_cond,
+        &timesteps[..ref_steps],
+    );
+    let gap: Vec<f64> = rollout
+        .selections
+        .iter()
+        .enumerate()
+        .map(|(p, s)| {
+            let scores = &rollout.scores[p * n..(p + 1) * n];
+            (scores[s.winner] - scores[s.loser]) * rlhf.reward_scale
+        })
+        .collect();
+    let tie: Vec<bool> = rollout.selections.iter().map(|s| s.tie).collect();
+    let batch = RlhfBatch {
+        loss_w: losses.clone().narrow(0, 0, prompts_n),
+        loss_l: losses.narrow(0, prompts_n, prompts_n),
+        ref_w: Tensor::from_inner(refs.clone().narrow(0, 0, prompts_n)),
+        ref_l: Tensor::from_inner(refs.narrow(0, prompts_n, prompts_n)),
+        reward_gap: &gap,
+        tie: &tie,
+    };
+    let loss = rlhf_loss(batch, rlhf.beta, rlhf.margin).mean();
+    Ok(RlhfStep {
+        loss,
+        rollout,
+        generated,
+    })
+}
