@@ -264,3 +264,45 @@ fn tiny_unet_loads_and_runs_in_half_precision() {
         );
     }
 }
+
+/// A UNet written by `save_unet` is a diffusers folder: the same key set and shapes as the
+/// reference's own file, and it loads back to identical parameters and outputs.
+#[test]
+fn saved_unet_round_trips_in_the_diffusers_layout() {
+    let device = Default::default();
+    let unet = load_unet::<B>(&fixture("unet/tiny"), &LoadOptions::default(), &device).unwrap();
+    let dir = tempfile_dir().join("saved-unet");
+    sharpen_weights::unet::save_unet(&dir, &unet).unwrap();
+    let ours =
+        sharpen_weights::SafetensorsFile::open(&dir.join("diffusion_pytorch_model.safetensors"))
+            .unwrap();
+    let theirs = sharpen_weights::SafetensorsFile::open(&fixture(
+        "unet/tiny/diffusion_pytorch_model.safetensors",
+    ))
+    .unwrap();
+    let shapes = |f: &sharpen_weights::SafetensorsFile| -> BTreeMap<String, Vec<usize>> {
+        f.tensors
+            .iter()
+            .map(|(k, e)| (k.clone(), e.shape.clone()))
+            .collect()
+    };
+    assert_eq!(
+        shapes(&ours),
+        shapes(&theirs),
+        "key set and shapes equal diffusers'"
+    );
+    let back = load_unet::<B>(&dir, &LoadOptions::default(), &device).unwrap();
+    assert_eq!(back.config, unet.config);
+    let key = |k: &str| k.to_string();
+    let a = sharpen_weights::module_tensors(&unet, &key);
+    let b = sharpen_weights::module_tensors(&back, &key);
+    assert_eq!(a.len(), b.len());
+    for ((ka, da), (kb, db)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert_eq!(da, db, "{ka} round-trips exactly");
+    }
+    let r = Reference::open("unet/outputs.safetensors");
+    let out = back.forward(input(&r, "nonsquare"));
+    assert_close("reloaded unet", &out, &r.data("nonsquare.out"), TOL);
+    std::fs::remove_dir_all(&dir).ok();
+}

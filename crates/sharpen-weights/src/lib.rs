@@ -28,5 +28,5 @@ pub use load::{
 };
 pub use safetensors::Dtype as SafetensorsDtype;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
-pub use save::save_tensors;
+pub use save::{module_tensors, save_module, save_tensors};
 pub use source::{SourceInfo, WeightSource};

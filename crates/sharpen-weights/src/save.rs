@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use burn::tensor::TensorData;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
@@ -42,4 +44,89 @@ pub fn save_tensors(path: &Path, tensors: &[(&str, TensorData)]) -> Result<(), W
         source: std::io::Error::other(e.to_string()),
     })?;
     std::fs::rename(&tmp, path).map_err(|e| WeightsError::io(path, e))
+}
+
+/// Every float parameter of `module` as (checkpoint key, f32 data) in PyTorch layout: the inverse
+/// of what loading does (Linear weights transposed back to [out, in], norm `gamma`/`beta` named
+/// `weight`/`bias`), with `checkpoint_key` mapping module paths to file keys.
+pub fn module_tensors<B: Backend, M: Module<B>>(
+    module: &M,
+    checkpoint_key: &dyn Fn(&str) -> String,
+) -> Vec<(String, TensorData)> {
+    let mut visitor = TensorVisitor {
+        path: Vec::new(),
+        containers: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut visitor);
+    visitor
+        .out
+        .into_iter()
+        .map(|(key, data)| (checkpoint_key(&key), data))
+        .collect()
+}
+
+/// Writes `module`'s parameters as one safetensors file (atomically), keys as checkpoints name
+/// them: what `load_module` with the matching key map reads back exactly.
+pub fn save_module<B: Backend, M: Module<B>>(
+    path: &Path,
+    module: &M,
+    checkpoint_key: &dyn Fn(&str) -> String,
+) -> Result<(), WeightsError> {
+    let tensors = module_tensors(module, checkpoint_key);
+    let refs: Vec<(&str, TensorData)> = tensors
+        .iter()
+        .map(|(k, d)| (k.as_str(), d.clone()))
+        .collect();
+    save_tensors(path, &refs)
+}
+
+struct TensorVisitor {
+    path: Vec<String>,
+    containers: Vec<String>,
+    out: Vec<(String, TensorData)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for TensorVisitor {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.containers.pop();
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let module = self
+            .containers
+            .iter()
+            .rev()
+            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"));
+        let mut path = self.path.clone();
+        let name = path.last().cloned().unwrap_or_default();
+        let tensor = param.val();
+        let data = match module.map(String::as_str) {
+            Some("Struct:Linear") if name == "weight" && D == 2 => {
+                tensor.swap_dims(0, 1).into_data()
+            }
+            Some("Struct:LayerNorm" | "Struct:GroupNorm" | "Struct:BatchNorm") => {
+                if let Some(last) = path.last_mut() {
+                    *last = match name.as_str() {
+                        "gamma" => "weight".to_string(),
+                        "beta" => "bias".to_string(),
+                        other => other.to_string(),
+                    };
+                }
+                tensor.into_data()
+            }
+            _ => tensor.into_data(),
+        };
+        self.out.push((path.join("."), data));
+    }
 }

@@ -64,3 +64,24 @@ pub fn load_unet<B: Backend>(
         options.dtype,
     )
 }
+
+/// Writes `unet` as a diffusers `unet/` folder: `config.json` and
+/// `diffusion_pytorch_model.safetensors` (f32), each written to a temporary name and renamed.
+/// [`load_unet`] reads it back exactly; diffusers' `UNet2DConditionModel.from_pretrained` reads it.
+pub fn save_unet<B: Backend>(
+    dir: &Path,
+    unet: &UNet2DConditionModel<B>,
+) -> Result<(), WeightsError> {
+    std::fs::create_dir_all(dir).map_err(|e| WeightsError::io(dir, e))?;
+    let config = serde_json::to_string_pretty(&unet.config.to_diffusers_json())
+        .expect("a JSON value serialises");
+    let path = dir.join("config.json");
+    let tmp = dir.join("config.json.tmp");
+    std::fs::write(&tmp, config).map_err(|e| WeightsError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| WeightsError::io(&path, e))?;
+    crate::save::save_module(
+        &dir.join("diffusion_pytorch_model.safetensors"),
+        unet,
+        &unet_checkpoint_key,
+    )
+}
