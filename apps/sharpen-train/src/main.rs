@@ -1,12 +1,42 @@
-//! `sharpen-train`: Fine-tune SDXL with Diffusion-Sharpening (SFT and RLHF), standard fine-tuning and baselines.
+//! `sharpen-train`: fine-tune SDXL (or a tiny SDXL-architecture model) with Diffusion-Sharpening
+//! (SFT and RLHF) or standard fine-tuning.
 
+mod config;
+mod data;
+mod run;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Parser;
-use sharpen_app::{init_logging, resolve_device, DeviceArg};
+use sharpen_app::{init_logging, resolve_device, DeviceArg, ResolvedDevice};
 
-/// Fine-tune SDXL with Diffusion-Sharpening (SFT and RLHF), standard fine-tuning and baselines.
+use crate::config::TrainConfig;
+use crate::run::RunOptions;
+
+/// Fine-tune SDXL with Diffusion-Sharpening (SFT and RLHF) or standard fine-tuning.
 #[derive(Debug, Parser)]
 #[command(name = "sharpen-train", version, about)]
 struct Args {
+    /// The run's TOML config (see configs/).
+    #[arg(long, default_value = "configs/quickstart.toml")]
+    config: PathBuf,
+    /// The run directory (default runs/<name>): metrics.jsonl, checkpoints/, config.toml.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Continue a run: `latest` (the newest checkpoint in the run directory) or a checkpoint
+    /// folder.
+    #[arg(long)]
+    resume: Option<String>,
+    /// Override the config's optimizer steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Override the config's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the config's model (a diffusers pipeline folder).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Where to run: cpu, cuda or cuda:N. A CUDA request falls back to the CPU, with a warning,
     /// when this binary lacks the `cuda` feature or no GPU is present.
     #[arg(long, default_value = "cpu")]
@@ -16,7 +46,38 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging();
+    let mut config = TrainConfig::load(&args.config)?;
+    if let Some(steps) = args.steps {
+        config.steps = steps;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if let Some(model) = args.model {
+        config.model = model;
+    }
+    config
+        .validate()
+        .with_context(|| format!("{}", args.config.display()))?;
+    let output_dir = args
+        .output_dir
+        .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    let options = RunOptions {
+        config,
+        output_dir,
+        resume: args.resume,
+    };
     let device = resolve_device(args.device);
     tracing::info!("device: {}", device.describe());
-    anyhow::bail!("sharpen-train has no job yet: it lands with issue #6 (training) and #7 (the shapes-world main job)")
+    match device {
+        ResolvedDevice::Cpu => run::run::<burn::backend::Autodiff<sharpen_app::CpuBackend>>(
+            &options,
+            Default::default(),
+        ),
+        #[cfg(feature = "cuda")]
+        ResolvedDevice::Cuda(i) => run::run::<burn::backend::Autodiff<sharpen_app::CudaBackend>>(
+            &options,
+            burn::backend::cuda::CudaDevice::new(i),
+        ),
+    }
 }

@@ -1,0 +1,229 @@
+//! The run's configuration: a TOML file (`--config`), command-line overrides on top, validated
+//! with errors that name the field, and saved resolved in the run directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use sharpen_loss::RewardMargin;
+use sharpen_trainer::{OptimConfig, RlhfConfig, TrajectoryConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// eps-MSE on (image, caption) pairs at one random timestep.
+    Standard,
+    /// Diffusion-Sharpening, SFT (method.md section 4).
+    SharpenSft,
+    /// Diffusion-Sharpening, RLHF (method.md section 5).
+    SharpenRlhf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RewardKind {
+    JpegCompressibility,
+    JpegIncompressibility,
+    Shapes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DataConfig {
+    /// The shapes world's training split, rendered on the fly (images and captions).
+    Shapes {
+        #[serde(default)]
+        seed: u64,
+    },
+    /// One prompt per line of a text file (RLHF only).
+    Prompts { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrajectorySection {
+    pub n: usize,
+    pub m: usize,
+    pub stride: usize,
+    pub detach_between_steps: bool,
+}
+
+impl Default for TrajectorySection {
+    fn default() -> Self {
+        let d = TrajectoryConfig::default();
+        Self {
+            n: d.n,
+            m: d.m,
+            stride: d.stride,
+            detach_between_steps: d.detach_between_steps,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RlhfSection {
+    pub beta: f64,
+    /// "inside" (paper Eq. 11) or "outside" (the reference code).
+    pub reward_margin: MarginForm,
+    pub ref_first_step_only: bool,
+    pub reward_scale: f64,
+    pub rollout_cfg: f64,
+    pub generation_steps: usize,
+}
+
+/// "inside" | "outside", kept as a small copyable string type for the TOML mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MarginForm {
+    Inside,
+    Outside,
+}
+
+impl Default for RlhfSection {
+    fn default() -> Self {
+        let d = RlhfConfig::default();
+        Self {
+            beta: d.beta,
+            reward_margin: MarginForm::Inside,
+            ref_first_step_only: d.ref_first_step_only,
+            reward_scale: d.reward_scale,
+            rollout_cfg: d.rollout_cfg,
+            generation_steps: 25,
+        }
+    }
+}
+
+/// What to do when a loss is NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNonFinite {
+    /// Stop with a message; the last checkpoint stays the last good one.
+    #[default]
+    Stop,
+    /// Skip the micro-batch and go on.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Run name: the run directory is `runs/<name>` unless `--output-dir` says otherwise.
+    pub name: String,
+    pub method: Method,
+    /// A diffusers pipeline folder (tokenizers, text encoders, UNet, VAE, scheduler).
+    pub model: PathBuf,
+    pub reward: RewardKind,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub seed: u64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Prompts (or examples) per micro-batch.
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    /// Image side in pixels.
+    pub resolution: usize,
+    #[serde(default = "fifty")]
+    pub checkpoint_every: usize,
+    /// Probability of an empty caption for the UNet (the reward still sees the real one).
+    #[serde(default)]
+    pub caption_dropout: f64,
+    #[serde(default)]
+    pub on_non_finite: OnNonFinite,
+    #[serde(default)]
+    pub trajectory: TrajectorySection,
+    #[serde(default)]
+    pub rlhf: RlhfSection,
+    #[serde(default)]
+    pub optim: OptimConfig,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn fifty() -> usize {
+    50
+}
+
+impl TrainConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let field =
+            |name: &str, message: String| anyhow::anyhow!("config field `{name}`: {message}");
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            return Err(field(
+                "name",
+                format!("`{}` is not a plain folder name", self.name),
+            ));
+        }
+        if self.steps == 0 {
+            return Err(field("steps", "must be at least 1".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(field("batch_size", "must be at least 1".into()));
+        }
+        if self.resolution == 0 || !self.resolution.is_multiple_of(8) {
+            return Err(field(
+                "resolution",
+                format!("{} is not a positive multiple of 8", self.resolution),
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(field("checkpoint_every", "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.caption_dropout) {
+            return Err(field(
+                "caption_dropout",
+                format!("{} is not a probability", self.caption_dropout),
+            ));
+        }
+        let t = &self.trajectory;
+        if t.n == 0 || t.m == 0 || t.stride == 0 {
+            return Err(field(
+                "trajectory",
+                "n, m and stride must be at least 1".into(),
+            ));
+        }
+        if self.rlhf.generation_steps == 0 {
+            return Err(field("rlhf.generation_steps", "must be at least 1".into()));
+        }
+        self.optim.validate().map_err(|m| field("optim", m))?;
+        if self.method != Method::SharpenRlhf && matches!(self.data, DataConfig::Prompts { .. }) {
+            bail!("config field `data`: {:?} trains on images; a prompt list serves only sharpen-rlhf", self.method);
+        }
+        Ok(())
+    }
+
+    pub fn trajectory(&self) -> TrajectoryConfig {
+        let t = self.trajectory;
+        TrajectoryConfig {
+            n: t.n,
+            m: t.m,
+            stride: t.stride,
+            detach_between_steps: t.detach_between_steps,
+        }
+    }
+
+    pub fn rlhf(&self) -> RlhfConfig {
+        let r = self.rlhf;
+        RlhfConfig {
+            beta: r.beta,
+            margin: match r.reward_margin {
+                MarginForm::Inside => RewardMargin::Inside,
+                MarginForm::Outside => RewardMargin::Outside,
+            },
+            ref_first_step_only: r.ref_first_step_only,
+            reward_scale: r.reward_scale,
+            rollout_cfg: r.rollout_cfg,
+        }
+    }
+}
