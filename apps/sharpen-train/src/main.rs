@@ -3,6 +3,7 @@
 
 mod config;
 mod data;
+mod plot;
 mod run;
 
 use std::path::PathBuf;

@@ -151,6 +151,13 @@ fn open_trainer<B: AutodiffBackend>(
     }
 }
 
+/// Redraws `metrics.png`; a failure is logged, never fatal.
+fn plot(run: &RunDir) {
+    if let Err(e) = crate::plot::write_plot(&run.metrics_path(), &run.root.join("metrics.png")) {
+        tracing::warn!("could not draw metrics.png: {e:#}");
+    }
+}
+
 pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::Result<()> {
     let cfg = &opts.config;
     let run = RunDir::create(&opts.output_dir)?;
@@ -348,6 +355,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         if report.step % cfg.checkpoint_every == 0 || report.step == cfg.steps || interrupted {
             trainer.save(&run, save_model::<B>)?;
             saved_at = report.step;
+            plot(&run);
         }
         if interrupted {
             bar.abandon_with_message("interrupted");
@@ -361,6 +369,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     }
     if saved_at != trainer.state.step {
         trainer.save(&run, save_model::<B>)?;
+        plot(&run);
     }
     bar.finish();
     eprintln!(

@@ -111,6 +111,7 @@ fn every_method_runs_and_writes_metrics_and_checkpoints() {
             .join("checkpoints/step-000002/unet/config.json")
             .is_file());
         assert!(run.join("config.toml").is_file());
+        assert!(run.join("metrics.png").is_file());
     }
 }
 
