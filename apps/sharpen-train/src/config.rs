@@ -35,8 +35,23 @@ pub enum DataConfig {
         #[serde(default)]
         seed: u64,
     },
-    /// One prompt per line of a text file (RLHF only).
-    Prompts { path: PathBuf },
+    /// A prompt list (RLHF only): `.txt` (one per line), `.jsonl` (`prompt` / `text`, or
+    /// `field`), DrawBench-style `.csv` (`Prompts` column, or `field`).
+    Prompts {
+        path: PathBuf,
+        #[serde(default)]
+        field: Option<String>,
+    },
+    /// An image folder: `name.png|jpg` + `name.txt`, or `metadata.jsonl` with `file_name` and a
+    /// caption column (`text`, or `caption_column`). Images are resized to cover the
+    /// resolution, centre-cropped and, with `random_flip`, mirrored for half of the examples.
+    ImageFolder {
+        path: PathBuf,
+        #[serde(default)]
+        caption_column: Option<String>,
+        #[serde(default)]
+        random_flip: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -2,10 +2,13 @@
 //! or a prompt list. Example `i` is the same on every run, so the data position in a checkpoint
 //! is one number.
 
-use anyhow::{bail, Context};
+use std::cell::Cell;
+
+use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use shapes_world::{ShapesWorld, Split};
+use sharpen_data::{load_prompts, ImageFolder};
 
 use crate::config::DataConfig;
 
@@ -18,6 +21,13 @@ pub struct Example {
 pub enum Source {
     Shapes(ShapesWorld),
     Prompts(Vec<String>),
+    Images {
+        folder: ImageFolder,
+        size: usize,
+        random_flip: bool,
+        /// Corrupt images met so far (skipped; reported at the end).
+        corrupt: Cell<usize>,
+    },
 }
 
 impl Source {
@@ -28,22 +38,40 @@ impl Source {
                 size: resolution,
                 seed: *seed,
             }),
-            DataConfig::Prompts { path } => {
-                let text = std::fs::read_to_string(path)
+            DataConfig::Prompts { path, field } => {
+                let (prompts, skipped) = load_prompts(path, field.as_deref())
                     .with_context(|| format!("reading prompts from {}", path.display()))?;
-                let prompts: Vec<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string)
-                    .collect();
-                if prompts.is_empty() {
-                    bail!(
-                        "{}: no prompts (one per line; # starts a comment)",
-                        path.display()
+                if skipped.count > 0 {
+                    tracing::warn!(
+                        "{}: {} rows skipped: {:?}",
+                        path.display(),
+                        skipped.count,
+                        skipped.reasons
                     );
                 }
                 Source::Prompts(prompts)
+            }
+            DataConfig::ImageFolder {
+                path,
+                caption_column,
+                random_flip,
+            } => {
+                let folder = ImageFolder::open(path, caption_column.as_deref())
+                    .with_context(|| format!("reading the image folder {}", path.display()))?;
+                if folder.skipped.count > 0 {
+                    tracing::warn!(
+                        "{}: {} rows skipped: {:?}",
+                        path.display(),
+                        folder.skipped.count,
+                        folder.skipped.reasons
+                    );
+                }
+                Source::Images {
+                    folder,
+                    size: resolution,
+                    random_flip: *random_flip,
+                    corrupt: Cell::new(0),
+                }
             }
         })
     }
@@ -61,6 +89,40 @@ impl Source {
                 prompt: list[(index % list.len() as u64) as usize].clone(),
                 image: None,
             },
+            Source::Images {
+                folder,
+                size,
+                random_flip,
+                corrupt,
+            } => {
+                let n = folder.items.len() as u64;
+                // A corrupt image is skipped (counted) in favour of the next row.
+                for offset in 0..n {
+                    let i = index + offset;
+                    let flip = *random_flip && (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63) == 1;
+                    match folder.load((i % n) as usize, *size, flip) {
+                        Ok((pixels, caption)) => {
+                            return Example {
+                                prompt: caption.to_string(),
+                                image: Some(pixels),
+                            }
+                        }
+                        Err(e) => {
+                            corrupt.set(corrupt.get() + 1);
+                            tracing::warn!("skipped: {e}");
+                        }
+                    }
+                }
+                panic!("{}: no image of the folder decodes", folder.root.display());
+            }
+        }
+    }
+
+    /// Corrupt images skipped so far.
+    pub fn corrupt(&self) -> usize {
+        match self {
+            Source::Images { corrupt, .. } => corrupt.get(),
+            _ => 0,
         }
     }
 }

@@ -372,6 +372,12 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         plot(&run);
     }
     bar.finish();
+    if source.corrupt() > 0 {
+        eprintln!(
+            "skipped {} corrupt images (see the warnings above)",
+            source.corrupt()
+        );
+    }
     eprintln!(
         "done: {} steps; metrics in {}, weights in {}",
         trainer.state.step,

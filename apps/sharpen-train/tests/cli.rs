@@ -185,3 +185,82 @@ fn bad_configs_name_the_field() {
     let out = train(&["--config", "no/such.toml"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such.toml"));
 }
+
+#[test]
+fn image_folders_and_prompt_files_feed_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = workspace().join("tests/fixtures/data");
+    for (method, section, steps) in [
+        (
+            "sharpen-sft",
+            format!(
+                "kind = \"image-folder\"\npath = \"{}\"\nrandom_flip = true",
+                data.join("imagefolder_txt").display()
+            ),
+            "5",
+        ),
+        (
+            "standard",
+            format!(
+                "kind = \"image-folder\"\npath = \"{}\"",
+                data.join("imagefolder_metadata").display()
+            ),
+            "2",
+        ),
+        (
+            "sharpen-rlhf",
+            format!(
+                "kind = \"prompts\"\npath = \"{}\"",
+                data.join("prompts/drawbench.csv").display()
+            ),
+            "2",
+        ),
+    ] {
+        let cfg = config(tmp.path(), method, "");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("kind = \"shapes\"", &section);
+        std::fs::write(&cfg, text).unwrap();
+        let run = tmp.path().join(format!("run-{method}"));
+        let out = train(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--output-dir",
+            run.to_str().unwrap(),
+            "--steps",
+            steps,
+        ]);
+        ok(&out);
+        assert_eq!(
+            metrics(&run).len(),
+            steps.parse::<usize>().unwrap(),
+            "{method}"
+        );
+        if method == "sharpen-sft" {
+            // Rows 0..5 of a 4-row folder meet broken.png twice (rows 2 and 6 -> 2).
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("skipped 1 corrupt images")
+                    || err.contains("skipped 2 corrupt images"),
+                "{err}"
+            );
+        }
+    }
+    // A prompt list cannot feed an image method.
+    let cfg = config(tmp.path(), "standard", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "kind = \"shapes\"",
+        &format!(
+            "kind = \"prompts\"\npath = \"{}\"",
+            data.join("prompts/prompts.txt").display()
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--output-dir",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config field `data`"));
+}

@@ -1,0 +1,42 @@
+//! Training data in the layouts users already have, read from disk (this crate is the data
+//! side's only IO): image folders with `.txt` captions or a `metadata.jsonl` (the Hugging Face
+//! imagefolder convention), prompt lists (`.txt`, `.jsonl`, DrawBench-style `.csv`). Images are
+//! decoded (PNG, JPEG), resized to cover the target, centre-cropped and optionally flipped. A bad
+//! row or a corrupt image is skipped and counted, never a crash.
+
+mod folder;
+mod image;
+mod prompts;
+
+pub use folder::{CaptionedImage, ImageFolder};
+pub use image::{decode_rgb, prepare, RgbImage};
+pub use prompts::load_prompts;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Rows or files that were skipped, with why (the first few reasons are kept).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Skipped {
+    pub count: usize,
+    pub reasons: Vec<String>,
+}
+
+impl Skipped {
+    pub fn add(&mut self, reason: String) {
+        self.count += 1;
+        if self.reasons.len() < 20 {
+            self.reasons.push(reason);
+        }
+    }
+}
