@@ -4,13 +4,12 @@
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use sharpen_loss::{rlhf_loss, step_loss, RewardMargin, RlhfBatch};
-use sharpen_schedulers::training::add_noise;
 use sharpen_schedulers::{Sampler, SamplerState};
 
 use crate::model::{select as select_rows, EpsModel, LatentDecoder, TextCond};
 use crate::trajectory::{
-    effective_steps, lift_cond, path_losses, rollout_with_states, trajectory_timesteps, Rollout,
-    StepModels, TrajectoryConfig, TrajectoryError,
+    lift_cond, noise_and_roll_out, path_losses, Rollout, StepModels, TrajectoryConfig,
+    TrajectoryError,
 };
 
 /// The RLHF knobs of method.md section 5, with its defaults.
@@ -125,12 +124,6 @@ where
 {
     let n = config.n;
     let RlhfDraw { eps, t } = draw;
-    let schedule = &models.sampler.config.schedule;
-    if t >= schedule.num_train_timesteps() {
-        return Err(TrajectoryError::Input(format!(
-            "timestep {t} outside the schedule"
-        )));
-    }
     let rows_cond = cond.repeat_rows(n);
     let rows_uncond = uncond.map(|u| u.repeat_rows(n));
     let generated = generate(
@@ -141,21 +134,18 @@ where
         rows_uncond.as_ref(),
         rlhf.rollout_cfg,
     );
-    let x_t = add_noise(schedule, generated.clone(), eps.clone(), t);
-    let m_eff = effective_steps(t, config.m, config.stride);
-    let timesteps = trajectory_timesteps(t, m_eff, config.stride);
-    let (rollout, states) = rollout_with_states(
-        models.rollout,
-        models.decoder,
-        models.reward,
-        models.sampler,
-        x_t.clone(),
+    let noised = noise_and_roll_out(
+        models,
+        config,
+        generated.clone(),
+        eps.clone(),
         &rows_cond,
         prompts,
-        n,
-        &timesteps,
-        config.stride,
+        t,
     )?;
+    let (x_t, timesteps, rollout, states) =
+        (noised.x_t, noised.timesteps, noised.rollout, noised.states);
+    let m_eff = timesteps.len();
 
     // Winners then losers, one row each per prompt.
     let prompts_n = prompts.len();

@@ -205,6 +205,60 @@ pub(crate) fn lift_cond<B: AutodiffBackend>(cond: &TextCond<B::InnerBackend>) ->
     }
 }
 
+/// What [`noise_and_roll_out`] produced: the noised rows, the trajectory timesteps, the
+/// rollout and its states.
+pub(crate) struct Noised<B: Backend> {
+    pub x_t: Tensor<B, 4>,
+    pub timesteps: Vec<usize>,
+    pub rollout: Rollout,
+    pub states: Vec<Tensor<B, 4>>,
+}
+
+/// The shared start of both steps (method.md section 3): noise the clean rows `x0` with their
+/// `eps` at `t`, then roll out the m_eff DDIM steps without autograd and score them.
+pub(crate) fn noise_and_roll_out<B, M, R, D>(
+    models: &StepModels<'_, B, M, R, D>,
+    config: &TrajectoryConfig,
+    x0: Tensor<B::InnerBackend, 4>,
+    eps: Tensor<B::InnerBackend, 4>,
+    rows_cond: &TextCond<B::InnerBackend>,
+    prompts: &[&str],
+    t: usize,
+) -> Result<Noised<B::InnerBackend>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    R: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let schedule = &models.sampler.config.schedule;
+    if t >= schedule.num_train_timesteps() {
+        return Err(TrajectoryError::Input(format!(
+            "timestep {t} outside the schedule"
+        )));
+    }
+    let x_t = add_noise(schedule, x0, eps, t);
+    let m_eff = effective_steps(t, config.m, config.stride);
+    let timesteps = trajectory_timesteps(t, m_eff, config.stride);
+    let (rollout, states) = rollout_with_states(
+        models.rollout,
+        models.decoder,
+        models.reward,
+        models.sampler,
+        x_t.clone(),
+        rows_cond,
+        prompts,
+        config.n,
+        &timesteps,
+        config.stride,
+    )?;
+    Ok(Noised {
+        x_t,
+        timesteps,
+        rollout,
+        states,
+    })
+}
+
 /// One SFT Diffusion-Sharpening step's result.
 #[derive(Debug)]
 pub struct SftStep<B: Backend> {
@@ -244,28 +298,17 @@ where
     D: LatentDecoder<B::InnerBackend>,
 {
     let n = config.n;
-    let schedule = &models.sampler.config.schedule;
-    if t >= schedule.num_train_timesteps() {
-        return Err(TrajectoryError::Input(format!(
-            "timestep {t} outside the schedule"
-        )));
-    }
-    let x_t = add_noise(schedule, repeat_interleave(x0, n), eps.clone(), t);
-    let m_eff = effective_steps(t, config.m, config.stride);
-    let timesteps = trajectory_timesteps(t, m_eff, config.stride);
     let rows_cond = cond.repeat_rows(n);
-    let rollout = rollout(
-        models.rollout,
-        models.decoder,
-        models.reward,
-        models.sampler,
-        x_t.clone(),
+    let noised = noise_and_roll_out(
+        models,
+        config,
+        repeat_interleave(x0, n),
+        eps.clone(),
         &rows_cond,
         prompts,
-        n,
-        &timesteps,
-        config.stride,
+        t,
     )?;
+    let (x_t, timesteps, rollout) = (noised.x_t, noised.timesteps, noised.rollout);
     let chosen: Vec<usize> = (0..prompts.len())
         .map(|p| rollout.winner_row(p, n))
         .collect();

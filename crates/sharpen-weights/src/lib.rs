@@ -12,6 +12,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod load;
+mod path;
 mod safetensors_file;
 mod save;
 pub mod single_file;

@@ -10,6 +10,7 @@ use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSna
 use regex::Regex;
 
 use crate::error::{KeyReport, WeightsError};
+use crate::path::ModulePath;
 use crate::safetensors_file::SafetensorsFile;
 use crate::source::WeightSource;
 
@@ -65,8 +66,7 @@ pub fn expected_params<B: Backend, M: Module<B>>(
     module: &M,
 ) -> BTreeMap<String, (Vec<usize>, DType)> {
     let mut visitor = KeyVisitor {
-        path: Vec::new(),
-        containers: Vec::new(),
+        path: ModulePath::default(),
         out: BTreeMap::new(),
     };
     module.visit(&mut visitor);
@@ -82,24 +82,17 @@ pub fn expected_keys<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, V
 }
 
 struct KeyVisitor {
-    path: Vec<String>,
-    containers: Vec<String>,
+    path: ModulePath,
     out: BTreeMap<String, (Vec<usize>, DType)>,
 }
 
 impl<B: Backend> ModuleVisitor<B> for KeyVisitor {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.containers.push(container_type.to_string());
-        if !container_type.starts_with("Enum:") {
-            self.path.push(name.to_string());
-        }
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, container_type: &str) {
-        self.containers.pop();
-        if !container_type.starts_with("Enum:") {
-            self.path.pop();
-        }
+        self.path.exit(container_type);
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
@@ -109,28 +102,11 @@ impl<B: Backend> ModuleVisitor<B> for KeyVisitor {
         } else {
             <B::FloatElem as Element>::dtype()
         };
-        let module = self
-            .containers
-            .iter()
-            .rev()
-            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"));
-        let mut path = self.path.clone();
-        let name = path.last().cloned().unwrap_or_default();
-        match module.map(String::as_str) {
-            Some("Struct:Linear") if name == "weight" && shape.len() == 2 => shape.swap(0, 1),
-            Some("Struct:LayerNorm" | "Struct:GroupNorm" | "Struct:BatchNorm") => {
-                let renamed = match name.as_str() {
-                    "gamma" => "weight",
-                    "beta" => "bias",
-                    other => other,
-                };
-                if let Some(last) = path.last_mut() {
-                    *last = renamed.to_string();
-                }
-            }
-            _ => {}
+        let (key, transposed) = self.path.key(shape.len());
+        if transposed {
+            shape.swap(0, 1);
         }
-        self.out.insert(path.join("."), (shape, dtype));
+        self.out.insert(key, (shape, dtype));
     }
 }
 

@@ -10,6 +10,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use crate::error::WeightsError;
+use crate::path::ModulePath;
 
 /// Writes f32 tensors to `path` as safetensors, via `path` + `.tmp` and a rename.
 pub fn save_tensors(path: &Path, tensors: &[(&str, TensorData)]) -> Result<(), WeightsError> {
@@ -54,8 +55,7 @@ pub fn module_tensors<B: Backend, M: Module<B>>(
     checkpoint_key: &dyn Fn(&str) -> String,
 ) -> Vec<(String, TensorData)> {
     let mut visitor = TensorVisitor {
-        path: Vec::new(),
-        containers: Vec::new(),
+        path: ModulePath::default(),
         out: Vec::new(),
     };
     module.visit(&mut visitor);
@@ -82,51 +82,27 @@ pub fn save_module<B: Backend, M: Module<B>>(
 }
 
 struct TensorVisitor {
-    path: Vec<String>,
-    containers: Vec<String>,
+    path: ModulePath,
     out: Vec<(String, TensorData)>,
 }
 
 impl<B: Backend> ModuleVisitor<B> for TensorVisitor {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.containers.push(container_type.to_string());
-        if !container_type.starts_with("Enum:") {
-            self.path.push(name.to_string());
-        }
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, container_type: &str) {
-        self.containers.pop();
-        if !container_type.starts_with("Enum:") {
-            self.path.pop();
-        }
+        self.path.exit(container_type);
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let module = self
-            .containers
-            .iter()
-            .rev()
-            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"));
-        let mut path = self.path.clone();
-        let name = path.last().cloned().unwrap_or_default();
+        let (key, transposed) = self.path.key(D);
         let tensor = param.val();
-        let data = match module.map(String::as_str) {
-            Some("Struct:Linear") if name == "weight" && D == 2 => {
-                tensor.swap_dims(0, 1).into_data()
-            }
-            Some("Struct:LayerNorm" | "Struct:GroupNorm" | "Struct:BatchNorm") => {
-                if let Some(last) = path.last_mut() {
-                    *last = match name.as_str() {
-                        "gamma" => "weight".to_string(),
-                        "beta" => "bias".to_string(),
-                        other => other.to_string(),
-                    };
-                }
-                tensor.into_data()
-            }
-            _ => tensor.into_data(),
+        let data = if transposed {
+            tensor.swap_dims(0, 1).into_data()
+        } else {
+            tensor.into_data()
         };
-        self.out.push((path.join("."), data));
+        self.out.push((key, data));
     }
 }
