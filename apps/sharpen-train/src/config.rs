@@ -109,6 +109,37 @@ impl Default for RlhfSection {
     }
 }
 
+/// Validation samples: fixed prompts and seeds, generated before training and at every
+/// checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationSection {
+    pub enabled: bool,
+    /// Prompts to sample; empty: the first `count` prompts of the data.
+    pub prompts: Vec<String>,
+    pub count: usize,
+    pub seed: u64,
+    /// ddim, ddpm, euler, euler-a, dpmpp-2m or dpmpp-2m-karras.
+    pub sampler: String,
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 = off).
+    pub guidance: f64,
+}
+
+impl Default for ValidationSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prompts: Vec::new(),
+            count: 4,
+            seed: 1234,
+            sampler: "ddim".into(),
+            steps: 25,
+            guidance: 1.0,
+        }
+    }
+}
+
 /// What to do when a loss is NaN or infinite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -152,6 +183,8 @@ pub struct TrainConfig {
     pub rlhf: RlhfSection,
     #[serde(default)]
     pub optim: OptimConfig,
+    #[serde(default)]
+    pub validation: ValidationSection,
 }
 
 fn one() -> usize {
@@ -212,6 +245,21 @@ impl TrainConfig {
             return Err(field("rlhf.generation_steps", "must be at least 1".into()));
         }
         self.optim.validate().map_err(|m| field("optim", m))?;
+        let v = &self.validation;
+        if v.enabled {
+            if sharpen_schedulers::SamplerKind::parse(&v.sampler).is_none() {
+                return Err(field(
+                    "validation.sampler",
+                    format!("unknown sampler `{}`", v.sampler),
+                ));
+            }
+            if v.steps == 0 || (v.prompts.is_empty() && v.count == 0) {
+                return Err(field(
+                    "validation",
+                    "steps and count must be at least 1".into(),
+                ));
+            }
+        }
         if self.method != Method::SharpenRlhf && matches!(self.data, DataConfig::Prompts { .. }) {
             bail!("config field `data`: {:?} trains on images; a prompt list serves only sharpen-rlhf", self.method);
         }

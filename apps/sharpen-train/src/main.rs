@@ -5,6 +5,7 @@ mod config;
 mod data;
 mod plot;
 mod run;
+mod samples;
 
 use std::path::PathBuf;
 

@@ -230,17 +230,21 @@ pub fn write_plot(metrics: &Path, out: &Path) -> anyhow::Result<()> {
             ("worst", RED, series("reward_worst")),
         ],
     );
+    write_png(out, &canvas.pixels, W, H)
+}
+
+/// Writes RGB8 pixels as a PNG, through a temporary file and a rename.
+pub fn write_png(out: &Path, rgb: &[u8], width: usize, height: usize) -> anyhow::Result<()> {
     let tmp = out.with_extension("png.tmp");
     {
         let file =
             std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), W as u32, H as u32);
+        let mut encoder =
+            png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().context("PNG header")?;
-        writer
-            .write_image_data(&canvas.pixels)
-            .context("PNG data")?;
+        writer.write_image_data(rgb).context("PNG data")?;
     }
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
     Ok(())

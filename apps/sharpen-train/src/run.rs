@@ -182,6 +182,31 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     let latent = cfg.resolution / 8;
     let latent_channels = pipe.unet.config.in_channels;
 
+    let validation_prompts: Vec<String> = if cfg.validation.prompts.is_empty() {
+        (0..cfg.validation.count as u64)
+            .map(|i| source.get(i).prompt)
+            .collect()
+    } else {
+        cfg.validation.prompts.clone()
+    };
+    let sample = |unet: &Unet<B>, step: usize| {
+        if !cfg.validation.enabled {
+            return Ok(());
+        }
+        crate::samples::write_samples(
+            &run.root,
+            &pipe,
+            &unet.valid(),
+            &cfg.validation,
+            &validation_prompts,
+            cfg.resolution,
+            step,
+        )
+    };
+    if trainer.state.step == 0 {
+        sample(trainer.model(), 0)?;
+    }
+
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let bar = ProgressBar::new(cfg.steps as u64).with_position(trainer.state.step as u64);
     bar.set_style(
@@ -356,6 +381,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             trainer.save(&run, save_model::<B>)?;
             saved_at = report.step;
             plot(&run);
+            sample(trainer.model(), report.step)?;
         }
         if interrupted {
             bar.abandon_with_message("interrupted");
@@ -370,6 +396,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     if saved_at != trainer.state.step {
         trainer.save(&run, save_model::<B>)?;
         plot(&run);
+        sample(trainer.model(), trainer.state.step)?;
     }
     bar.finish();
     if source.corrupt() > 0 {

@@ -112,6 +112,11 @@ fn every_method_runs_and_writes_metrics_and_checkpoints() {
             .is_file());
         assert!(run.join("config.toml").is_file());
         assert!(run.join("metrics.png").is_file());
+        for step in ["000000", "000002", "000004"] {
+            let png = run.join(format!("samples/step-{step}.png"));
+            assert!(png.is_file(), "{method}: {}", png.display());
+            assert!(png.with_extension("json").is_file());
+        }
     }
 }
 

@@ -184,9 +184,36 @@ impl<B: Backend> SdxlPipeline<B> {
         images.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0)
     }
 
+    /// [`Self::generate`] with another UNet of the same config in place of the pipeline's (a
+    /// model being trained, say).
+    pub fn generate_with(
+        &self,
+        unet: &UNet2DConditionModel<B>,
+        request: GenerateRequest<'_, B>,
+        options: &GenerateOptions,
+        noise: &mut dyn StepNoise<B>,
+        observer: &mut dyn FnMut(StepEvent<'_, B>),
+    ) -> Result<Generated<B>, PipelineError> {
+        let latents = self.denoise_with(unet, request, options, noise, observer)?;
+        let images = self.decode(latents.clone());
+        Ok(Generated { latents, images })
+    }
+
     /// The denoising loop only: returns the final latents.
     pub fn denoise(
         &self,
+        request: GenerateRequest<'_, B>,
+        options: &GenerateOptions,
+        noise: &mut dyn StepNoise<B>,
+        observer: &mut dyn FnMut(StepEvent<'_, B>),
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        self.denoise_with(&self.unet, request, options, noise, observer)
+    }
+
+    /// [`Self::denoise`] with another UNet in place of the pipeline's.
+    pub fn denoise_with(
+        &self,
+        unet: &UNet2DConditionModel<B>,
         request: GenerateRequest<'_, B>,
         options: &GenerateOptions,
         noise: &mut dyn StepNoise<B>,
@@ -207,7 +234,7 @@ impl<B: Backend> SdxlPipeline<B> {
         }
         let expected = [
             batch,
-            self.unet.config.in_channels,
+            unet.config.in_channels,
             options.height / scale,
             options.width / scale,
         ];
@@ -266,7 +293,7 @@ impl<B: Backend> SdxlPipeline<B> {
             let input = sampler.scale_model_input(input, i);
             let timestep =
                 Tensor::<B, 1>::from_data(TensorData::new(vec![t as f32; rows], [rows]), &device);
-            let pred = self.unet.forward(UNetInput {
+            let pred = unet.forward(UNetInput {
                 sample: input,
                 timestep,
                 encoder_hidden_states: context.clone(),
