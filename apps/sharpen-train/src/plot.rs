@@ -134,7 +134,10 @@ fn label(v: f64) -> String {
 }
 
 /// One panel: series of (step, value) with their colours and names.
-fn panel(canvas: &mut Canvas, top: usize, title: &str, series: &[(&str, Rgb, Vec<(f64, f64)>)]) {
+/// A named, coloured curve of (step, value) points.
+type Series<'a> = (&'a str, Rgb, Vec<(f64, f64)>);
+
+fn panel(canvas: &mut Canvas, top: usize, title: &str, series: &[Series<'_>]) {
     let (x0, x1) = (LEFT, W - RIGHT);
     let (y0, y1) = (top + TOP, top + PANEL_H - BOTTOM);
     let points = series.iter().flat_map(|s| s.2.iter());
