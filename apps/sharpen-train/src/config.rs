@@ -177,6 +177,11 @@ pub struct TrainConfig {
     pub caption_dropout: f64,
     #[serde(default)]
     pub on_non_finite: OnNonFinite,
+    /// Block-level gradient checkpointing of the UNet (recompute each resnet / transformer in
+    /// backward): a fraction of the activation memory for about 20% more time. Method
+    /// `standard` so far.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
     #[serde(default)]
     pub trajectory: TrajectorySection,
     #[serde(default)]
@@ -245,6 +250,15 @@ impl TrainConfig {
             return Err(field("rlhf.generation_steps", "must be at least 1".into()));
         }
         self.optim.validate().map_err(|m| field("optim", m))?;
+        if self.gradient_checkpointing && self.method != Method::Standard {
+            return Err(field(
+                "gradient_checkpointing",
+                format!(
+                    "supported by method standard only so far, not {:?}",
+                    self.method
+                ),
+            ));
+        }
         let v = &self.validation;
         if v.enabled {
             if sharpen_schedulers::SamplerKind::parse(&v.sampler).is_none() {

@@ -18,8 +18,8 @@ use sharpen_rewards::{JpegReward, JpegRewardKind, Reward, ShapesReward};
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir, RunDirError};
 use sharpen_trainer::{
-    rlhf_step, sft_step, standard_loss, RlhfDraw, Rollout, StepModels, TextCond, Trainer,
-    VaeDecoder,
+    rlhf_step, sft_step, standard_input, standard_loss, RlhfDraw, Rollout, StepModels, TextCond,
+    Trainer, VaeDecoder,
 };
 use sharpen_weights::unet::{load_unet, save_unet};
 use sharpen_weights::LoadOptions;
@@ -37,6 +37,12 @@ pub struct RunOptions {
 }
 
 type Unet<B> = UNet2DConditionModel<B>;
+
+/// A micro-batch's loss with its graph, or (block checkpointing) its value and gradients.
+enum Computed<B: AutodiffBackend> {
+    Graph(Tensor<B, 1>),
+    Grads(Tensor<B::InnerBackend, 1>, GradientsParams),
+}
 
 fn reward<B: Backend>(kind: RewardKind) -> Box<dyn Reward<B>> {
     match kind {
@@ -271,7 +277,15 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             reward: reward.as_ref(),
             sampler: &sampler,
         };
-        let (loss, stats) = match cfg.method {
+        let (computed, stats) = match cfg.method {
+            Method::Standard if cfg.gradient_checkpointing => {
+                let input = standard_input(&schedule, x0()?, eps.clone(), &timesteps, &cond);
+                let eps = Tensor::<B, 4>::from_inner(eps);
+                let (value, grads) = trainer
+                    .model()
+                    .checkpointed_grads(input, |out| (out - eps).powi_scalar(2).mean());
+                (Computed::Grads(value, grads), None)
+            }
             Method::Standard => {
                 let loss = standard_loss(
                     trainer.model(),
@@ -281,7 +295,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     &timesteps,
                     &lift::<B>(&cond),
                 );
-                (loss, None)
+                (Computed::Graph(loss), None)
             }
             Method::SharpenSft => {
                 let step = sft_step(
@@ -293,7 +307,10 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     &prompts,
                     timesteps[0],
                 )?;
-                (step.loss, Some(reward_stats(&step.rollout, trajectory.n)))
+                (
+                    Computed::Graph(step.loss),
+                    Some(reward_stats(&step.rollout, trajectory.n)),
+                )
             }
             Method::SharpenRlhf => {
                 let uncond = if rlhf.rollout_cfg != 1.0 {
@@ -315,15 +332,22 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                         t: timesteps[0],
                     },
                 )?;
-                (step.loss, Some(reward_stats(&step.rollout, trajectory.n)))
+                (
+                    Computed::Graph(step.loss),
+                    Some(reward_stats(&step.rollout, trajectory.n)),
+                )
             }
         };
-        let value = loss
-            .clone()
-            .into_data()
-            .convert::<f64>()
-            .to_vec::<f64>()
-            .expect("a float loss")[0];
+        let scalar = |t: Tensor<B::InnerBackend, 1>| {
+            t.into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .expect("a float loss")[0]
+        };
+        let value = match &computed {
+            Computed::Graph(loss) => scalar(loss.clone().inner()),
+            Computed::Grads(value, _) => scalar(value.clone()),
+        };
         if !value.is_finite() {
             match cfg.on_non_finite {
                 OnNonFinite::Stop => bail!(
@@ -336,7 +360,10 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                 }
             }
         }
-        let grads = GradientsParams::from_grads(loss.backward(), trainer.model());
+        let grads = match computed {
+            Computed::Graph(loss) => GradientsParams::from_grads(loss.backward(), trainer.model()),
+            Computed::Grads(_, grads) => grads,
+        };
         micro.push((value, stats));
         let Some(report) = trainer.accumulate(grads) else {
             continue;

@@ -269,3 +269,49 @@ fn image_folders_and_prompt_files_feed_training() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("config field `data`"));
 }
+
+#[test]
+fn gradient_checkpointing_trains_like_plain_autodiff() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = config(tmp.path(), "standard", "");
+    let run_plain = tmp.path().join("plain");
+    ok(&train(&[
+        "--config",
+        plain.to_str().unwrap(),
+        "--output-dir",
+        run_plain.to_str().unwrap(),
+        "--steps",
+        "3",
+    ]));
+    let ckpt_dir = tmp.path().join("c");
+    std::fs::create_dir_all(&ckpt_dir).unwrap();
+    let ckpt = config(&ckpt_dir, "standard", "gradient_checkpointing = true");
+    let run_ckpt = tmp.path().join("ckpt");
+    ok(&train(&[
+        "--config",
+        ckpt.to_str().unwrap(),
+        "--output-dir",
+        run_ckpt.to_str().unwrap(),
+        "--steps",
+        "3",
+    ]));
+    let (a, b) = (metrics(&run_plain), metrics(&run_ckpt));
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["loss", "grad_norm"] {
+            let (u, v) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!(
+                (u - v).abs() <= 1e-4 * u.abs().max(1e-3),
+                "{key}: {u} vs {v}"
+            );
+        }
+    }
+    let sft = config(&ckpt_dir, "sharpen-sft", "gradient_checkpointing = true");
+    let out = train(&[
+        "--config",
+        sft.to_str().unwrap(),
+        "--output-dir",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config field `gradient_checkpointing`"));
+}

@@ -12,7 +12,7 @@ pub mod trajectory;
 
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};
 pub use rlhf::{generate, rlhf_step, RlhfConfig, RlhfDraw, RlhfStep};
-pub use standard::standard_loss;
+pub use standard::{standard_input, standard_loss};
 pub use train::{OptimConfig, StepReport, Trainer};
 pub use trajectory::{
     effective_steps, path_losses, rollout, rollout_with_states, sft_step, trajectory_timesteps,

@@ -8,16 +8,15 @@ use sharpen_schedulers::NoiseSchedule;
 
 use crate::model::TextCond;
 
-/// The eps-MSE loss of `unet` on clean latents `x0` [batch, c, h, w] noised with `eps` at the
-/// per-example timesteps `t`: a scalar.
-pub fn standard_loss<B: Backend>(
-    unet: &UNet2DConditionModel<B>,
+/// The UNet input of standard training: clean latents `x0` [batch, c, h, w] noised with `eps`
+/// at the per-example timesteps `t`.
+pub fn standard_input<B: Backend>(
     schedule: &NoiseSchedule,
     x0: Tensor<B, 4>,
     eps: Tensor<B, 4>,
     t: &[usize],
     cond: &TextCond<B>,
-) -> Tensor<B, 1> {
+) -> UNetInput<B> {
     let device = x0.device();
     let batch = x0.dims()[0];
     assert_eq!(t.len(), batch, "one timestep per example");
@@ -28,13 +27,26 @@ pub fn standard_loss<B: Backend>(
             .collect();
         Tensor::<B, 1>::from_floats(v.as_slice(), &device).reshape([batch, 1, 1, 1])
     };
-    let x_t = x0 * coef(f64::sqrt) + eps.clone() * coef(|a| (1.0 - a).sqrt());
+    let x_t = x0 * coef(f64::sqrt) + eps * coef(|a| (1.0 - a).sqrt());
     let timesteps: Vec<f32> = t.iter().map(|&t| t as f32).collect();
-    let pred = unet.forward(UNetInput {
+    UNetInput {
         sample: x_t,
         timestep: Tensor::from_floats(timesteps.as_slice(), &device),
         encoder_hidden_states: cond.context.clone(),
         added_cond: cond.added.clone(),
-    });
+    }
+}
+
+/// The eps-MSE loss of `unet` on clean latents `x0` [batch, c, h, w] noised with `eps` at the
+/// per-example timesteps `t`: a scalar.
+pub fn standard_loss<B: Backend>(
+    unet: &UNet2DConditionModel<B>,
+    schedule: &NoiseSchedule,
+    x0: Tensor<B, 4>,
+    eps: Tensor<B, 4>,
+    t: &[usize],
+    cond: &TextCond<B>,
+) -> Tensor<B, 1> {
+    let pred = unet.forward(standard_input(schedule, x0, eps.clone(), t, cond));
     (pred - eps).powi_scalar(2).mean()
 }
