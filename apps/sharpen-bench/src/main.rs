@@ -11,7 +11,7 @@ mod unet;
 static ALLOCATOR: heap::Counting = heap::Counting;
 
 use clap::{Parser, Subcommand};
-use sharpen_app::{init_logging, DeviceArg};
+use sharpen_app::init_logging;
 
 #[derive(Debug, Parser)]
 #[command(name = "sharpen-bench", version, about)]
@@ -32,9 +32,4 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Unet(args) => unet::run(&args),
     }
-}
-
-/// Parses `--device` like every sharpen app.
-pub fn device_arg(s: &str) -> Result<DeviceArg, String> {
-    s.parse()
 }

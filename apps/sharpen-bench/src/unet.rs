@@ -45,7 +45,7 @@ pub struct UnetArgs {
     /// resnet / transformer in backward).
     #[arg(long)]
     pub checkpointing: bool,
-    #[arg(long, default_value = "cpu", value_parser = crate::device_arg)]
+    #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
 }
 

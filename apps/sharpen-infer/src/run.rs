@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sdxl_text::PromptBatch;
 use sharpen_nn::AttentionMode;
 use sharpen_pipeline::{
-    image_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, StepNoise,
+    seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
 };
 use sharpen_schedulers::SamplerKind;
 use sharpen_weights::{save_tensors, Checkpoint, LoadOptions};
@@ -15,17 +15,6 @@ use sharpen_weights::{save_tensors, Checkpoint, LoadOptions};
 use crate::model::{hf_hub_cache, resolve, ModelSource};
 use crate::output::{image_path, save_png, ImageRecord};
 use crate::Args;
-
-/// Noise for stochastic samplers, seeded per step from the run seed.
-struct SeededStepNoise {
-    seed: u64,
-}
-
-impl<B: Backend> StepNoise<B> for SeededStepNoise {
-    fn noise(&mut self, step: usize, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-        seeded_noise(image_seed(self.seed, 1_000_000 + step), 0, shape, device)
-    }
-}
 
 fn read_latents<B: Backend>(
     args: &Args,

@@ -56,27 +56,6 @@ pub enum DataConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TrajectorySection {
-    pub n: usize,
-    pub m: usize,
-    pub stride: usize,
-    pub detach_between_steps: bool,
-}
-
-impl Default for TrajectorySection {
-    fn default() -> Self {
-        let d = TrajectoryConfig::default();
-        Self {
-            n: d.n,
-            m: d.m,
-            stride: d.stride,
-            detach_between_steps: d.detach_between_steps,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct RlhfSection {
     pub beta: f64,
     /// "inside" (paper Eq. 11) or "outside" (the reference code).
@@ -183,7 +162,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub gradient_checkpointing: bool,
     #[serde(default)]
-    pub trajectory: TrajectorySection,
+    pub trajectory: TrajectoryConfig,
     #[serde(default)]
     pub rlhf: RlhfSection,
     #[serde(default)]
@@ -278,16 +257,6 @@ impl TrainConfig {
             bail!("config field `data`: {:?} trains on images; a prompt list serves only sharpen-rlhf", self.method);
         }
         Ok(())
-    }
-
-    pub fn trajectory(&self) -> TrajectoryConfig {
-        let t = self.trajectory;
-        TrajectoryConfig {
-            n: t.n,
-            m: t.m,
-            stride: t.stride,
-            detach_between_steps: t.detach_between_steps,
-        }
     }
 
     pub fn rlhf(&self) -> RlhfConfig {

@@ -118,6 +118,17 @@ impl Source {
         }
     }
 
+    /// The caption of example `index`, without decoding its image (validation prompts).
+    pub fn prompt(&self, index: u64) -> String {
+        match self {
+            Source::Images { folder, .. } => {
+                let n = folder.items.len() as u64;
+                folder.items[(index % n) as usize].caption.clone()
+            }
+            _ => self.get(index).prompt,
+        }
+    }
+
     /// Corrupt images skipped so far.
     pub fn corrupt(&self) -> usize {
         match self {

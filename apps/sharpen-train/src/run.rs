@@ -18,8 +18,8 @@ use sharpen_rewards::{JpegReward, JpegRewardKind, Reward, ShapesReward};
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir, RunDirError};
 use sharpen_trainer::{
-    rlhf_step, sft_step, standard_input, standard_loss, RlhfDraw, Rollout, StepModels, TextCond,
-    Trainer, VaeDecoder,
+    lift_cond, rlhf_step, sft_step, standard_input, standard_loss, RlhfDraw, Rollout, StepModels,
+    TextCond, Trainer, VaeDecoder,
 };
 use sharpen_weights::unet::{load_unet, save_unet};
 use sharpen_weights::LoadOptions;
@@ -85,16 +85,6 @@ fn encode<B: Backend>(
             time_ids: Tensor::from_data(TensorData::new(ids, [prompts.len(), 6]), &device),
         }),
     })
-}
-
-fn lift<B: AutodiffBackend>(c: &TextCond<B::InnerBackend>) -> TextCond<B> {
-    TextCond {
-        context: Tensor::from_inner(c.context.clone()),
-        added: c.added.as_ref().map(|a| AddedCond {
-            text_embeds: Tensor::from_inner(a.text_embeds.clone()),
-            time_ids: Tensor::from_inner(a.time_ids.clone()),
-        }),
-    }
 }
 
 /// Rewards of one micro-batch: mean of all trajectories, mean of each prompt's best and worst.
@@ -175,7 +165,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     let source = Source::open(&cfg.data, cfg.resolution)?;
     let reward = reward::<B::InnerBackend>(cfg.reward);
     let mut trainer = open_trainer::<B>(opts, &run, &device)?;
-    let trajectory = cfg.trajectory();
+    let trajectory = cfg.trajectory;
     let rlhf = cfg.rlhf();
     let sampler = Sampler::new(SamplerKind::Ddim { eta: 0.0 }, &pipe.scheduler, 25);
     let generation = Sampler::new(
@@ -190,7 +180,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
 
     let validation_prompts: Vec<String> = if cfg.validation.prompts.is_empty() {
         (0..cfg.validation.count as u64)
-            .map(|i| source.get(i).prompt)
+            .map(|i| source.prompt(i))
             .collect()
     } else {
         cfg.validation.prompts.clone()
@@ -212,6 +202,11 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     if trainer.state.step == 0 {
         sample(trainer.model(), 0)?;
     }
+
+    // The empty prompt's conditioning, for guided rollouts: encoded once.
+    let empty = (cfg.method == Method::SharpenRlhf && rlhf.rollout_cfg != 1.0)
+        .then(|| encode(&pipe, &[""], cfg.resolution))
+        .transpose()?;
 
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let bar = ProgressBar::new(cfg.steps as u64).with_position(trainer.state.step as u64);
@@ -269,13 +264,19 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             Ok(pipe.vae.scale_latents(pipe.vae.encode(pixels).mean))
         };
 
-        let rollout_unet = trainer.model().valid();
-        let models = StepModels {
+        // The current weights without autograd, for rollouts (sharpening methods only).
+        let rollout_unet = (cfg.method != Method::Standard).then(|| trainer.model().valid());
+        let models = rollout_unet.as_ref().map(|rollout| StepModels {
             train: trainer.model(),
-            rollout: &rollout_unet,
+            rollout,
             decoder: &decoder,
             reward: reward.as_ref(),
             sampler: &sampler,
+        });
+        let models = || {
+            models
+                .as_ref()
+                .expect("sharpening methods have a rollout model")
         };
         let (computed, stats) = match cfg.method {
             Method::Standard if cfg.gradient_checkpointing => {
@@ -293,13 +294,13 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     Tensor::from_inner(x0()?),
                     Tensor::from_inner(eps),
                     &timesteps,
-                    &lift::<B>(&cond),
+                    &lift_cond::<B>(&cond),
                 );
                 (Computed::Graph(loss), None)
             }
             Method::SharpenSft => {
                 let step = sft_step(
-                    &models,
+                    models(),
                     &trajectory,
                     x0()?,
                     eps,
@@ -313,13 +314,9 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                 )
             }
             Method::SharpenRlhf => {
-                let uncond = if rlhf.rollout_cfg != 1.0 {
-                    Some(encode(&pipe, &vec![""; prompts.len()], cfg.resolution)?)
-                } else {
-                    None
-                };
+                let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
                 let step = rlhf_step(
-                    &models,
+                    models(),
                     &pipe.unet,
                     &generation,
                     &trajectory,

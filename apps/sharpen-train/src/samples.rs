@@ -7,24 +7,15 @@ use std::path::Path;
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use sdxl_text::PromptBatch;
 use sdxl_unet::UNet2DConditionModel;
 use sharpen_pipeline::{
-    image_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, StepNoise,
+    image_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
 };
 use sharpen_schedulers::SamplerKind;
 use sharpen_trainer::train::run_dir::write_atomic;
 
 use crate::config::ValidationSection;
-
-struct Seeded(u64);
-
-impl<B: Backend> StepNoise<B> for Seeded {
-    fn noise(&mut self, step: usize, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-        seeded_noise(image_seed(self.0, 1_000_000 + step), 0, shape, device)
-    }
-}
 
 /// Generates the validation grid of `unet` at `step` into `dir/samples/`.
 pub fn write_samples<B: Backend>(
@@ -60,7 +51,7 @@ pub fn write_samples<B: Backend>(
                 latents,
             },
             &options,
-            &mut Seeded(config.seed),
+            &mut SeededStepNoise { seed: config.seed },
             &mut |_| {},
         )
         .context("generating validation samples")?;

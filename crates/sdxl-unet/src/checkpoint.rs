@@ -57,14 +57,16 @@ impl Unit {
         use Slot::{Emb, Hidden, Skip};
         match *self {
             Unit::Embed | Unit::ConvIn => vec![],
-            Unit::Save(_) | Unit::DownAttn(..) | Unit::Downsample(_) | Unit::MidAttn(_) => {
-                vec![Hidden]
-            }
-            Unit::UpAttn(..) | Unit::Out => vec![Hidden],
+            Unit::Save(_)
+            | Unit::DownAttn(..)
+            | Unit::Downsample(_)
+            | Unit::MidAttn(_)
+            | Unit::UpAttn(..)
+            | Unit::Upsample(_, None)
+            | Unit::Out => vec![Hidden],
             Unit::DownResnet(..) | Unit::MidResnet(_) => vec![Hidden, Emb],
             Unit::UpResnet(_, _, k) => vec![Hidden, Skip(k), Emb],
             Unit::Upsample(_, Some(k)) => vec![Hidden, Skip(k)],
-            Unit::Upsample(_, None) => vec![Hidden],
         }
     }
 

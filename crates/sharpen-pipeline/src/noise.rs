@@ -4,6 +4,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use crate::pipeline::StepNoise;
+
 /// SplitMix64: a small, well-mixed 64-bit generator.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);
@@ -77,5 +79,18 @@ mod tests {
         );
         assert_ne!(image_seed(1, 0), image_seed(1, 1));
         assert_ne!(image_seed(1, 0), image_seed(2, 0));
+    }
+}
+
+/// Noise for stochastic samplers, seeded per step from a run seed (step `i` draws from
+/// `image_seed(seed, 1_000_000 + i)`, apart from the per-image initial noise).
+#[derive(Debug, Clone, Copy)]
+pub struct SeededStepNoise {
+    pub seed: u64,
+}
+
+impl<B: Backend> StepNoise<B> for SeededStepNoise {
+    fn noise(&mut self, step: usize, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+        seeded_noise(image_seed(self.seed, 1_000_000 + step), 0, shape, device)
     }
 }

@@ -15,6 +15,6 @@ pub use rlhf::{generate, rlhf_step, RlhfConfig, RlhfDraw, RlhfStep};
 pub use standard::{standard_input, standard_loss};
 pub use train::{OptimConfig, StepReport, Trainer};
 pub use trajectory::{
-    effective_steps, path_losses, rollout, rollout_with_states, sft_step, trajectory_timesteps,
-    Rollout, SftStep, StepModels, TrajectoryConfig, TrajectoryError,
+    effective_steps, lift_cond, path_losses, rollout, rollout_with_states, sft_step,
+    trajectory_timesteps, Rollout, SftStep, StepModels, TrajectoryConfig, TrajectoryError,
 };

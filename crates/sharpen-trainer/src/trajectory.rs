@@ -9,8 +9,10 @@ use sharpen_schedulers::Sampler;
 
 use crate::model::{repeat_interleave, select as select_rows, EpsModel, LatentDecoder, TextCond};
 
-/// The trajectory shape (method.md sections 3 and 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The trajectory shape (method.md sections 3 and 6); also the `[trajectory]` section of a
+/// training config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrajectoryConfig {
     /// Trajectories per prompt (`n`, default 3).
     pub n: usize,
@@ -195,7 +197,8 @@ pub fn path_losses<B: Backend>(
     path_loss(losses)
 }
 
-pub(crate) fn lift_cond<B: AutodiffBackend>(cond: &TextCond<B::InnerBackend>) -> TextCond<B> {
+/// The same conditioning as constants of the autodiff backend (no gradient flows into it).
+pub fn lift_cond<B: AutodiffBackend>(cond: &TextCond<B::InnerBackend>) -> TextCond<B> {
     TextCond {
         context: Tensor::from_inner(cond.context.clone()),
         added: cond.added.as_ref().map(|a| sdxl_unet::AddedCond {

@@ -5,23 +5,20 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 
-struct SquaredNorm<'a> {
+/// Sums the squared gradients on the device; one host read at the end, not one per parameter.
+struct SquaredNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    total: f64,
+    total: Option<Tensor<B::InnerBackend, 1>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s = g
-                .cast(burn::tensor::DType::F32)
-                .powi_scalar(2)
-                .sum()
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .expect("a float sum")[0];
-            self.total += s;
+            let s = g.cast(burn::tensor::DType::F32).powi_scalar(2).sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
         }
     }
 }
@@ -44,9 +41,15 @@ pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> f64 {
-    let mut v = SquaredNorm { grads, total: 0.0 };
+    let mut v = SquaredNorm::<B> { grads, total: None };
     module.visit(&mut v);
-    v.total.sqrt()
+    v.total.map_or(0.0, |t| {
+        t.into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .expect("a float sum")[0]
+            .sqrt()
+    })
 }
 
 /// Scales `grads` so that their global norm is at most `max_norm`; returns the norm before.
