@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod download;
 mod manifest;
+mod shapes;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "sharpen project tasks")]
@@ -37,6 +38,25 @@ enum Task {
         #[arg(long)]
         list: bool,
     },
+    /// The shapes-world model: `init` writes the untrained pipeline folder (configs, tokenizers,
+    /// seeded random weights) that `assets/shapes-model/README.md` trains.
+    ShapesModel {
+        #[command(subcommand)]
+        action: ShapesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShapesAction {
+    /// Write the untrained pipeline folder.
+    Init {
+        /// Output folder (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the random initial weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn workspace_root() -> PathBuf {
@@ -56,6 +76,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.task {
+        Task::ShapesModel {
+            action: ShapesAction::Init { out, seed },
+        } => shapes::init(&workspace_root(), &out, seed),
         Task::DownloadWeights {
             name,
             revision,

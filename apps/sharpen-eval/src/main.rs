@@ -1,16 +1,29 @@
-//! `sharpen-eval`: Evaluate checkpoints with the reward zoo on prompt benchmarks.
+//! `sharpen-eval`: evaluate models on prompt benchmarks with the reward zoo. So far: `shapes`,
+//! the shapes world's compositional benchmark.
 
-use clap::Parser;
-use sharpen_app::{init_logging, resolve_device, DeviceArg};
+mod shapes;
+mod stats;
 
-/// Evaluate checkpoints with the reward zoo on prompt benchmarks.
+use clap::{Parser, Subcommand};
+use sharpen_app::{init_logging, resolve_device, DeviceArg, ResolvedDevice};
+
+/// Evaluate models on prompt benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "sharpen-eval", version, about)]
 struct Args {
+    #[command(subcommand)]
+    job: Job,
     /// Where to run: cpu, cuda or cuda:N. A CUDA request falls back to the CPU, with a warning,
     /// when this binary lacks the `cuda` feature or no GPU is present.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", global = true)]
     device: DeviceArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum Job {
+    /// A shapes-world model on a split's prompts: all-correct accuracy and partial credit (mean
+    /// and 95% CI over seeds) for one object, two objects and overall.
+    Shapes(shapes::ShapesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -18,5 +31,13 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     let device = resolve_device(args.device);
     tracing::info!("device: {}", device.describe());
-    anyhow::bail!("sharpen-eval has no job yet: it lands with issue #7 (sharpen-eval)")
+    match (&args.job, device) {
+        (Job::Shapes(a), ResolvedDevice::Cpu) => {
+            shapes::run::<sharpen_app::CpuBackend>(a, Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        (Job::Shapes(a), ResolvedDevice::Cuda(i)) => {
+            shapes::run::<sharpen_app::CudaBackend>(a, burn::backend::cuda::CudaDevice::new(i))
+        }
+    }
 }

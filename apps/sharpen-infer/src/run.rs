@@ -30,7 +30,7 @@ fn read_latents<B: Backend>(
         .with_context(|| format!("{}: no tensor named `latents`", path.display()))?;
     if entry.shape != shape {
         bail!(
-            "{}: tensor `latents` has shape {:?}, expected {shape:?} ([num_images, 4, height/8, width/8])",
+            "{}: tensor `latents` has shape {:?}, expected {shape:?} ([num_images, latent channels, height / f, width / f], f the VAE's downscale factor)",
             path.display(),
             entry.shape
         );
@@ -85,11 +85,17 @@ pub fn run<B: Backend>(
     }
 
     let n = args.num_images;
+    let scale = pipe.vae.config.downscale();
+    for (name, v) in [("--width", args.width), ("--height", args.height)] {
+        if v % scale != 0 {
+            bail!("{name} {v} is not a multiple of this model's VAE downscale factor {scale}");
+        }
+    }
     let latent_shape = [
         n,
         pipe.unet.config.in_channels,
-        args.height / 8,
-        args.width / 8,
+        args.height / scale,
+        args.width / scale,
     ];
     let latents = read_latents::<B>(args, latent_shape, &device)?;
     let prompts = vec![args.prompt.as_str(); n];

@@ -17,6 +17,9 @@ pub enum Method {
     SharpenSft,
     /// Diffusion-Sharpening, RLHF (method.md section 5).
     SharpenRlhf,
+    /// Trains the VAE alone (reconstruction MSE + KL): the first stage of pretraining a small
+    /// model. The exported pipeline's `vae/config.json` gets the measured `scaling_factor`.
+    Autoencoder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +164,17 @@ pub struct TrainConfig {
     /// `standard` so far.
     #[serde(default)]
     pub gradient_checkpointing: bool,
+    /// Train the two text encoders with the UNet (method `standard`; pretraining a small model).
+    #[serde(default)]
+    pub train_text_encoders: bool,
+    /// Weight of the KL term of method `autoencoder` (per latent element, against the
+    /// reconstruction MSE per pixel value in [-1, 1]).
+    #[serde(default = "kl_weight")]
+    pub kl_weight: f64,
+    /// At the end, write the trained model as a complete diffusers pipeline folder
+    /// (`DIR/pipeline/`; untrained parts copied from `model`).
+    #[serde(default = "yes")]
+    pub export_pipeline: bool,
     #[serde(default)]
     pub trajectory: TrajectoryConfig,
     #[serde(default)]
@@ -177,6 +191,14 @@ fn one() -> usize {
 
 fn fifty() -> usize {
     50
+}
+
+fn kl_weight() -> f64 {
+    1e-6
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl TrainConfig {
@@ -238,6 +260,24 @@ impl TrainConfig {
                 ),
             ));
         }
+        if self.train_text_encoders && self.method != Method::Standard {
+            return Err(field(
+                "train_text_encoders",
+                format!("supported by method standard only, not {:?}", self.method),
+            ));
+        }
+        if self.train_text_encoders && self.gradient_checkpointing {
+            return Err(field(
+                "gradient_checkpointing",
+                "cannot be combined with train_text_encoders yet".into(),
+            ));
+        }
+        if !(self.kl_weight.is_finite() && self.kl_weight >= 0.0) {
+            return Err(field(
+                "kl_weight",
+                format!("{} is not a non-negative number", self.kl_weight),
+            ));
+        }
         let v = &self.validation;
         if v.enabled {
             if sharpen_schedulers::SamplerKind::parse(&v.sampler).is_none() {
@@ -257,6 +297,15 @@ impl TrainConfig {
             bail!("config field `data`: {:?} trains on images; a prompt list serves only sharpen-rlhf", self.method);
         }
         Ok(())
+    }
+
+    /// What this run trains.
+    pub fn parts(&self) -> crate::model::Parts {
+        crate::model::Parts {
+            unet: self.method != Method::Autoencoder,
+            text_encoders: self.train_text_encoders,
+            vae: self.method == Method::Autoencoder,
+        }
     }
 
     pub fn rlhf(&self) -> RlhfConfig {

@@ -3,6 +3,7 @@
 
 mod config;
 mod data;
+mod model;
 mod plot;
 mod run;
 mod samples;

@@ -1,7 +1,7 @@
 //! The training loop: models, data, one micro-batch at a time, optimizer steps, metrics,
 //! checkpoints, resume, Ctrl-C.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -11,21 +11,21 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use sdxl_text::PromptBatch;
-use sdxl_unet::{AddedCond, UNet2DConditionModel};
+use sdxl_text::{PromptBatch, SdxlTextEncoders, SdxlTokenizers};
+use sdxl_unet::AddedCond;
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_rewards::{JpegReward, JpegRewardKind, Reward, ShapesReward};
 use sharpen_schedulers::{Sampler, SamplerKind};
-use sharpen_trainer::train::run_dir::{write_atomic, RunDir, RunDirError};
+use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
 use sharpen_trainer::{
     lift_cond, rlhf_step, sft_step, standard_input, standard_loss, RlhfDraw, Rollout, StepModels,
     TextCond, Trainer, VaeDecoder,
 };
-use sharpen_weights::unet::{load_unet, save_unet};
 use sharpen_weights::LoadOptions;
 
 use crate::config::{Method, OnNonFinite, RewardKind, TrainConfig};
 use crate::data::{image_tensor, Source};
+use crate::model::{export_pipeline, Trainable};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -35,8 +35,6 @@ pub struct RunOptions {
     /// `latest` or a checkpoint folder.
     pub resume: Option<String>,
 }
-
-type Unet<B> = UNet2DConditionModel<B>;
 
 /// A micro-batch's loss with its graph, or (block checkpointing) its value and gradients.
 enum Computed<B: AutodiffBackend> {
@@ -56,21 +54,14 @@ fn reward<B: Backend>(kind: RewardKind) -> Box<dyn Reward<B>> {
     }
 }
 
-fn save_model<B: AutodiffBackend>(dir: &Path, unet: &Unet<B>) -> Result<(), RunDirError> {
-    save_unet(&dir.join("unet"), unet).map_err(|e| RunDirError::Invalid {
-        path: dir.to_path_buf(),
-        message: e.to_string(),
-    })
-}
-
 fn encode<B: Backend>(
-    pipe: &SdxlPipeline<B>,
+    encoders: &SdxlTextEncoders<B>,
+    tokenizers: &SdxlTokenizers,
     prompts: &[&str],
     resolution: usize,
 ) -> anyhow::Result<TextCond<B>> {
-    let embeds = pipe
-        .text_encoders
-        .encode(&pipe.tokenizers, PromptBatch::new(prompts), None)
+    let embeds = encoders
+        .encode(tokenizers, PromptBatch::new(prompts), None)
         .context("encoding prompts")?;
     let device = embeds.prompt_embeds.device();
     let r = resolution as f32;
@@ -111,9 +102,8 @@ fn open_trainer<B: AutodiffBackend>(
     opts: &RunOptions,
     run: &RunDir,
     device: &B::Device,
-) -> anyhow::Result<Trainer<B, Unet<B>>> {
+) -> anyhow::Result<Trainer<B, Trainable<B>>> {
     let cfg = &opts.config;
-    let load = LoadOptions::default();
     match &opts.resume {
         Some(spec) => {
             let checkpoint = if spec == "latest" {
@@ -126,9 +116,8 @@ fn open_trainer<B: AutodiffBackend>(
             } else {
                 PathBuf::from(spec)
             };
-            let unet = load_unet::<B>(&checkpoint.join("unet"), &load, device)
-                .with_context(|| format!("loading the UNet of {}", checkpoint.display()))?;
-            let trainer = Trainer::resume(&checkpoint, unet, cfg.optim.clone(), device)?;
+            let model = Trainable::load(&checkpoint, cfg.parts(), device)?;
+            let trainer = Trainer::resume(&checkpoint, model, cfg.optim.clone(), device)?;
             run.truncate_metrics(trainer.state.step)?;
             tracing::info!(step = trainer.state.step, checkpoint = %checkpoint.display(), "resumed");
             Ok(trainer)
@@ -140,11 +129,49 @@ fn open_trainer<B: AutodiffBackend>(
                     run.root.display()
                 );
             }
-            let unet = load_unet::<B>(&cfg.model.join("unet"), &load, device)
-                .with_context(|| format!("loading the UNet of {}", cfg.model.display()))?;
-            Ok(Trainer::new(unet, cfg.optim.clone(), cfg.seed))
+            let model = Trainable::load(&cfg.model, cfg.parts(), device)?;
+            Ok(Trainer::new(model, cfg.optim.clone(), cfg.seed))
         }
     }
+}
+
+/// 1 / the standard deviation of the latents (posterior means) of the first 64 training images:
+/// what diffusers' `scaling_factor` is for (unit-variance latents for the UNet).
+fn latent_scaling_factor<B: Backend>(
+    vae: &sdxl_vae::AutoencoderKL<B>,
+    source: &Source,
+    resolution: usize,
+    device: &B::Device,
+) -> anyhow::Result<f64> {
+    let mut values: Vec<f64> = Vec::new();
+    for batch in 0..4u64 {
+        let examples: Vec<_> = (0..16).map(|i| source.get(batch * 16 + i)).collect();
+        let images: Vec<&[u8]> = examples
+            .iter()
+            .map(|e| {
+                e.image
+                    .as_deref()
+                    .context("the autoencoder trains on images")
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let z = vae
+            .encode(image_tensor::<B>(&images, resolution, device))
+            .mean;
+        values.extend(
+            z.into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .expect("floats"),
+        );
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    anyhow::ensure!(
+        var > 0.0,
+        "the VAE's latents do not vary: cannot scale them"
+    );
+    Ok(1.0 / var.sqrt())
 }
 
 /// Redraws `metrics.png`; a failure is logged, never fatal.
@@ -175,8 +202,15 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     );
     let decoder = VaeDecoder { vae: &pipe.vae };
     let schedule = pipe.scheduler.schedule.clone();
-    let latent = cfg.resolution / 8;
-    let latent_channels = pipe.unet.config.in_channels;
+    let scale = pipe.vae.config.downscale();
+    if cfg.resolution % scale != 0 {
+        bail!(
+            "config field `resolution`: {} is not a multiple of the VAE's downscale factor {scale}",
+            cfg.resolution
+        );
+    }
+    let latent = cfg.resolution / scale;
+    let latent_channels = pipe.vae.config.latent_channels;
 
     let validation_prompts: Vec<String> = if cfg.validation.prompts.is_empty() {
         (0..cfg.validation.count as u64)
@@ -185,14 +219,35 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     } else {
         cfg.validation.prompts.clone()
     };
-    let sample = |unet: &Unet<B>, step: usize| {
+    let sample = |model: &Trainable<B>, step: usize| {
         if !cfg.validation.enabled {
             return Ok(());
         }
+        let model = model.valid();
+        if let Some(vae) = &model.vae {
+            return crate::samples::write_reconstructions(
+                &run.root,
+                vae,
+                &source,
+                cfg.validation.count,
+                cfg.resolution,
+                step,
+            );
+        }
+        // The pipeline as trained so far: current UNet (and text encoders, when trained).
+        let current = SdxlPipeline {
+            tokenizers: pipe.tokenizers.clone(),
+            text_encoders: model
+                .text_encoders
+                .unwrap_or_else(|| pipe.text_encoders.clone()),
+            unet: model.unet.expect("UNet methods train the UNet"),
+            vae: pipe.vae.clone(),
+            scheduler: pipe.scheduler.clone(),
+            force_zeros_for_empty_prompt: pipe.force_zeros_for_empty_prompt,
+        };
         crate::samples::write_samples(
             &run.root,
-            &pipe,
-            &unet.valid(),
+            &current,
             &cfg.validation,
             &validation_prompts,
             cfg.resolution,
@@ -205,7 +260,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
 
     // The empty prompt's conditioning, for guided rollouts: encoded once.
     let empty = (cfg.method == Method::SharpenRlhf && rlhf.rollout_cfg != 1.0)
-        .then(|| encode(&pipe, &[""], cfg.resolution))
+        .then(|| encode(&pipe.text_encoders, &pipe.tokenizers, &[""], cfg.resolution))
         .transpose()?;
 
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
@@ -242,32 +297,51 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             })
             .collect();
         let rows = match cfg.method {
-            Method::Standard => cfg.batch_size,
+            Method::Standard | Method::Autoencoder => cfg.batch_size,
             _ => cfg.batch_size * trajectory.n,
         };
         let eps_values = rng.normals(rows * latent_channels * latent * latent);
         let timesteps: Vec<usize> = match cfg.method {
             Method::Standard => (0..cfg.batch_size).map(|_| rng.below(1000)).collect(),
+            Method::Autoencoder => Vec::new(),
             _ => vec![rng.below(schedule.num_train_timesteps())],
         };
         let eps = Tensor::<B::InnerBackend, 4>::from_data(
             TensorData::new(eps_values, [rows, latent_channels, latent, latent]),
             &device,
         );
-        let cond = encode(&pipe, &unet_prompts, cfg.resolution)?;
-        let x0 = || -> anyhow::Result<Tensor<B::InnerBackend, 4>> {
+        // Frozen text encoders: conditioning without a graph. Trained ones: encoded below, with one.
+        let cond = match cfg.method {
+            Method::Autoencoder => None,
+            _ if cfg.train_text_encoders => None,
+            _ => Some(encode(
+                &pipe.text_encoders,
+                &pipe.tokenizers,
+                &unet_prompts,
+                cfg.resolution,
+            )?),
+        };
+        let frozen_cond = || cond.as_ref().expect("frozen text encoders");
+        let pixels = || -> anyhow::Result<Tensor<B::InnerBackend, 4>> {
             let images: Vec<&[u8]> = examples
                 .iter()
                 .map(|e| e.image.as_deref().context("this method needs images"))
                 .collect::<anyhow::Result<_>>()?;
-            let pixels = image_tensor::<B::InnerBackend>(&images, cfg.resolution, &device);
-            Ok(pipe.vae.scale_latents(pipe.vae.encode(pixels).mean))
+            Ok(image_tensor::<B::InnerBackend>(
+                &images,
+                cfg.resolution,
+                &device,
+            ))
+        };
+        let x0 = || -> anyhow::Result<Tensor<B::InnerBackend, 4>> {
+            Ok(pipe.vae.scale_latents(pipe.vae.encode(pixels()?).mean))
         };
 
         // The current weights without autograd, for rollouts (sharpening methods only).
-        let rollout_unet = (cfg.method != Method::Standard).then(|| trainer.model().valid());
+        let sharpening = matches!(cfg.method, Method::SharpenSft | Method::SharpenRlhf);
+        let rollout_unet = sharpening.then(|| trainer.model().unet().valid());
         let models = rollout_unet.as_ref().map(|rollout| StepModels {
-            train: trainer.model(),
+            train: trainer.model().unet(),
             rollout,
             decoder: &decoder,
             reward: reward.as_ref(),
@@ -280,23 +354,49 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         };
         let (computed, stats) = match cfg.method {
             Method::Standard if cfg.gradient_checkpointing => {
-                let input = standard_input(&schedule, x0()?, eps.clone(), &timesteps, &cond);
+                let input =
+                    standard_input(&schedule, x0()?, eps.clone(), &timesteps, frozen_cond());
                 let eps = Tensor::<B, 4>::from_inner(eps);
                 let (value, grads) = trainer
                     .model()
+                    .unet()
                     .checkpointed_grads(input, |out| (out - eps).powi_scalar(2).mean());
+                // The UNet's gradients, keyed as the trained module names them.
                 (Computed::Grads(value, grads), None)
             }
             Method::Standard => {
+                let cond = match &trainer.model().text_encoders {
+                    Some(encoders) => {
+                        encode(encoders, &pipe.tokenizers, &unet_prompts, cfg.resolution)?
+                    }
+                    None => lift_cond::<B>(frozen_cond()),
+                };
                 let loss = standard_loss(
-                    trainer.model(),
+                    trainer.model().unet(),
                     &schedule,
                     Tensor::from_inner(x0()?),
                     Tensor::from_inner(eps),
                     &timesteps,
-                    &lift_cond::<B>(&cond),
+                    &cond,
                 );
                 (Computed::Graph(loss), None)
+            }
+            Method::Autoencoder => {
+                let vae = trainer
+                    .model()
+                    .vae
+                    .as_ref()
+                    .expect("autoencoder trains the VAE");
+                let pixels = Tensor::<B, 4>::from_inner(pixels()?);
+                let posterior = vae.encode(pixels.clone());
+                let recon = vae.decode(posterior.sample(Tensor::from_inner(eps)));
+                let mse = (recon - pixels).powi_scalar(2).mean();
+                let kl = (posterior.mean.clone().powi_scalar(2) + posterior.logvar.clone().exp()
+                    - posterior.logvar.clone()
+                    - 1.0)
+                    .mean()
+                    .mul_scalar(0.5);
+                (Computed::Graph(mse + kl.mul_scalar(cfg.kl_weight)), None)
             }
             Method::SharpenSft => {
                 let step = sft_step(
@@ -304,7 +404,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     &trajectory,
                     x0()?,
                     eps,
-                    &cond,
+                    frozen_cond(),
                     &prompts,
                     timesteps[0],
                 )?;
@@ -321,7 +421,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     &generation,
                     &trajectory,
                     &rlhf,
-                    &cond,
+                    frozen_cond(),
                     uncond.as_ref(),
                     &prompts,
                     RlhfDraw {
@@ -402,7 +502,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         });
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         if report.step % cfg.checkpoint_every == 0 || report.step == cfg.steps || interrupted {
-            trainer.save(&run, save_model::<B>)?;
+            trainer.save(&run, |dir, m| m.save(dir, &cfg.model))?;
             saved_at = report.step;
             plot(&run);
             sample(trainer.model(), report.step)?;
@@ -418,11 +518,29 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         }
     }
     if saved_at != trainer.state.step {
-        trainer.save(&run, save_model::<B>)?;
+        trainer.save(&run, |dir, m| m.save(dir, &cfg.model))?;
         plot(&run);
         sample(trainer.model(), trainer.state.step)?;
     }
     bar.finish();
+    if cfg.export_pipeline {
+        let model = trainer.model().valid();
+        let factor = model
+            .vae
+            .as_ref()
+            .map(|vae| latent_scaling_factor(vae, &source, cfg.resolution, &device))
+            .transpose()?;
+        if let Some(f) = factor {
+            tracing::info!(
+                scaling_factor = f,
+                "measured the VAE's latent scaling factor"
+            );
+        }
+        let out = run.root.join("pipeline");
+        export_pipeline(&model, &cfg.model, &out, factor)
+            .with_context(|| format!("exporting the trained pipeline to {}", out.display()))?;
+        eprintln!("trained pipeline: {}", out.display());
+    }
     if source.corrupt() > 0 {
         eprintln!(
             "skipped {} corrupt images (see the warnings above)",
@@ -430,11 +548,11 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         );
     }
     eprintln!(
-        "done: {} steps; metrics in {}, weights in {}",
+        "done: {} steps; metrics in {}, last checkpoint {}",
         trainer.state.step,
         run.metrics_path().display(),
         run.latest()?
-            .map(|p| p.join("unet").display().to_string())
+            .map(|p| p.display().to_string())
             .unwrap_or_default()
     );
     Ok(())

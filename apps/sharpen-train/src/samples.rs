@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use sdxl_text::PromptBatch;
-use sdxl_unet::UNet2DConditionModel;
+use sdxl_vae::AutoencoderKL;
 use sharpen_pipeline::{
     image_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
 };
@@ -16,12 +16,13 @@ use sharpen_schedulers::SamplerKind;
 use sharpen_trainer::train::run_dir::write_atomic;
 
 use crate::config::ValidationSection;
+use crate::data::{image_tensor, Source};
 
-/// Generates the validation grid of `unet` at `step` into `dir/samples/`.
+/// Generates the validation grid of `pipe` (the model as trained so far) at `step` into
+/// `dir/samples/`.
 pub fn write_samples<B: Backend>(
     dir: &Path,
     pipe: &SdxlPipeline<B>,
-    unet: &UNet2DConditionModel<B>,
     config: &ValidationSection,
     prompts: &[String],
     resolution: usize,
@@ -35,6 +36,7 @@ pub fn write_samples<B: Backend>(
     options.guidance_scale = config.guidance;
     let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let latent = resolution / pipe.vae.config.downscale();
+    let unet = &pipe.unet;
     let device = unet.conv_in.weight.val().device();
     let latents = seeded_noise(
         config.seed,
@@ -43,8 +45,7 @@ pub fn write_samples<B: Backend>(
         &device,
     );
     let generated = pipe
-        .generate_with(
-            unet,
+        .generate(
             GenerateRequest {
                 prompts: PromptBatch::new(&refs),
                 negative: None,
@@ -56,19 +57,8 @@ pub fn write_samples<B: Backend>(
         )
         .context("generating validation samples")?;
     let images = sharpen_rewards::to_rgb8(generated.images);
-    let (n, side) = (images.len(), resolution);
-    let mut grid = vec![0u8; n * side * side * 3];
-    for (i, img) in images.iter().enumerate() {
-        for y in 0..side {
-            let row = &img[y * side * 3..(y + 1) * side * 3];
-            let at = (y * n * side + i * side) * 3;
-            grid[at..at + side * 3].copy_from_slice(row);
-        }
-    }
-    let out = dir.join("samples");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let png = out.join(format!("step-{step:06}.png"));
-    crate::plot::write_png(&png, &grid, n * side, side)?;
+    let n = images.len();
+    let png = write_grid(dir, &[images], resolution, step)?;
     let sidecar = serde_json::json!({
         "step": step,
         "prompts": prompts,
@@ -79,5 +69,58 @@ pub fn write_samples<B: Backend>(
         &png.with_extension("json"),
         serde_json::to_string_pretty(&sidecar)?.as_bytes(),
     )?;
+    Ok(())
+}
+
+/// Rows of equally sized RGB8 images as one PNG: `dir/samples/step-NNNNNN.png`.
+fn write_grid(
+    dir: &Path,
+    rows: &[Vec<Vec<u8>>],
+    side: usize,
+    step: usize,
+) -> anyhow::Result<std::path::PathBuf> {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width = n * side;
+    let mut grid = vec![0u8; rows.len() * side * width * 3];
+    for (r, images) in rows.iter().enumerate() {
+        for (i, img) in images.iter().enumerate() {
+            for y in 0..side {
+                let row = &img[y * side * 3..(y + 1) * side * 3];
+                let at = ((r * side + y) * width + i * side) * 3;
+                grid[at..at + side * 3].copy_from_slice(row);
+            }
+        }
+    }
+    let out = dir.join("samples");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let png = out.join(format!("step-{step:06}.png"));
+    crate::plot::write_png(&png, &grid, width, rows.len() * side)?;
+    Ok(png)
+}
+
+/// The autoencoder's validation grid: the first `count` training images (top row) and their
+/// reconstructions from the posterior mean (bottom row).
+pub fn write_reconstructions<B: Backend>(
+    dir: &Path,
+    vae: &AutoencoderKL<B>,
+    source: &Source,
+    count: usize,
+    resolution: usize,
+    step: usize,
+) -> anyhow::Result<()> {
+    let originals: Vec<Vec<u8>> = (0..count as u64)
+        .map(|i| {
+            source
+                .get(i)
+                .image
+                .context("the autoencoder trains on images")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let refs: Vec<&[u8]> = originals.iter().map(Vec::as_slice).collect();
+    let device = vae.encoder.conv_in.weight.val().device();
+    let pixels = image_tensor::<B>(&refs, resolution, &device);
+    let recon = vae.decode(vae.encode(pixels).mean);
+    let recon = sharpen_rewards::to_rgb8((recon + 1.0).div_scalar(2.0).clamp(0.0, 1.0));
+    write_grid(dir, &[originals, recon], resolution, step)?;
     Ok(())
 }

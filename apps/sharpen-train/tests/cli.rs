@@ -175,6 +175,11 @@ fn bad_configs_name_the_field() {
         ("caption_dropout = 1.5", "caption_dropout"),
         ("checkpoint_every = 0", "checkpoint_every"),
         ("learning_rate = 3", "learning_rate"),
+        ("kl_weight = -1", "kl_weight"),
+        (
+            "train_text_encoders = true\ngradient_checkpointing = true",
+            "gradient_checkpointing",
+        ),
     ] {
         let cfg = config(tmp.path(), "standard", extra);
         let out = train(&[
@@ -311,4 +316,106 @@ fn gradient_checkpointing_trains_like_plain_autodiff() {
         tmp.path().join("x").to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("config field `gradient_checkpointing`"));
+}
+
+fn file(run: &Path, rel: &str) -> Vec<u8> {
+    std::fs::read(run.join(rel)).unwrap_or_else(|e| panic!("{}: {e}", run.join(rel).display()))
+}
+
+#[test]
+fn pretraining_trains_the_vae_then_the_unet_with_its_text_encoders() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Stage 1: the VAE alone; the exported pipeline carries the measured scaling factor.
+    let cfg = config(tmp.path(), "autoencoder", "kl_weight = 1e-4");
+    let vae_run = tmp.path().join("vae");
+    ok(&train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--output-dir",
+        vae_run.to_str().unwrap(),
+    ]));
+    assert_eq!(metrics(&vae_run).len(), 4);
+    let source = workspace().join("tests/fixtures/pipeline/tiny-sdxl");
+    let vae_file = "vae/diffusion_pytorch_model.safetensors";
+    assert_ne!(
+        file(&vae_run, &format!("checkpoints/step-000004/{vae_file}")),
+        file(&source, vae_file),
+        "the VAE trained"
+    );
+    assert!(
+        !vae_run.join("checkpoints/step-000004/unet").exists(),
+        "only the VAE is trained"
+    );
+    let exported = vae_run.join("pipeline");
+    assert_eq!(
+        file(&exported, "unet/diffusion_pytorch_model.safetensors"),
+        file(&source, "unet/diffusion_pytorch_model.safetensors"),
+        "untrained parts are copied"
+    );
+    let vae_config: serde_json::Value =
+        serde_json::from_slice(&file(&exported, "vae/config.json")).unwrap();
+    let factor = vae_config["scaling_factor"].as_f64().unwrap();
+    assert!(
+        factor.is_finite() && factor > 0.0 && factor != 0.13025,
+        "{factor}"
+    );
+    assert!(
+        vae_run.join("samples/step-000004.png").is_file(),
+        "reconstructions"
+    );
+
+    // Stage 2: UNet + text encoders from stage 1's pipeline; stopping and resuming changes nothing.
+    let extra = format!(
+        "train_text_encoders = true\ncaption_dropout = 0.2\nmodel = \"{}\"",
+        exported.display()
+    );
+    let cfg = config(tmp.path(), "standard", &extra);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    // `config` wrote the fixture's model line first; the override comes from `extra`.
+    let text = text.replacen(&format!("model = \"{}\"\n", source.display()), "", 1);
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let a = tmp.path().join("a");
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        a.to_str().unwrap(),
+    ]));
+    let b = tmp.path().join("b");
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        b.to_str().unwrap(),
+        "--steps",
+        "2",
+    ]));
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        b.to_str().unwrap(),
+        "--resume",
+        "latest",
+    ]));
+    assert_eq!(metrics(&a), metrics(&b));
+    for part in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "text_encoder_2/model.safetensors",
+    ] {
+        let at = |run: &Path| file(run, &format!("checkpoints/step-000004/{part}"));
+        assert_eq!(at(&a), at(&b), "{part}: bit-identical after resume");
+        assert_ne!(at(&a), file(&exported, part), "{part} trained");
+        assert_eq!(
+            file(&a, &format!("pipeline/{part}")),
+            at(&a),
+            "{part} exported"
+        );
+    }
+    assert_eq!(
+        file(&a, &format!("pipeline/{vae_file}")),
+        file(&exported, vae_file)
+    );
 }

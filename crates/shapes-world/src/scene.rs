@@ -44,7 +44,7 @@ impl Color {
         }
     }
 
-    fn word(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             Self::Red => "red",
             Self::Green => "green",
@@ -55,7 +55,7 @@ impl Color {
 }
 
 impl Shape {
-    fn word(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             Self::Circle => "circle",
             Self::Square => "square",
@@ -65,7 +65,7 @@ impl Shape {
 }
 
 impl Relation {
-    fn words(self) -> &'static str {
+    pub fn words(self) -> &'static str {
         match self {
             Self::LeftOf => "to the left of",
             Self::RightOf => "to the right of",

@@ -1,0 +1,181 @@
+//! What a run trains: the UNet (fine-tuning and pretraining), optionally with the two text
+//! encoders (pretraining a small model), or the VAE alone (method `autoencoder`, the first
+//! pretraining stage). One module, so that one optimizer, one gradient norm and one checkpoint
+//! cover every trained part. Checkpoints hold each trained part as the pipeline folder names it
+//! (`unet/`, `text_encoder/`, `text_encoder_2/`, `vae/`); the end of a run exports a complete
+//! pipeline folder.
+
+use std::path::Path;
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use sdxl_text::SdxlTextEncoders;
+use sdxl_unet::UNet2DConditionModel;
+use sdxl_vae::AutoencoderKL;
+use sharpen_trainer::train::run_dir::RunDirError;
+use sharpen_weights::text::load_sdxl_text_encoders;
+use sharpen_weights::unet::{load_unet, save_unet};
+use sharpen_weights::vae::load_vae;
+use sharpen_weights::LoadOptions;
+
+#[derive(Module, Debug)]
+pub struct Trainable<B: Backend> {
+    pub unet: Option<UNet2DConditionModel<B>>,
+    pub text_encoders: Option<SdxlTextEncoders<B>>,
+    pub vae: Option<AutoencoderKL<B>>,
+}
+
+/// Which parts a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub unet: bool,
+    pub text_encoders: bool,
+    pub vae: bool,
+}
+
+impl<B: Backend> Trainable<B> {
+    /// Loads the trained parts from a pipeline folder or a checkpoint folder (same layout).
+    pub fn load(root: &Path, parts: Parts, device: &B::Device) -> anyhow::Result<Self> {
+        let options = LoadOptions::default();
+        let context = |part: &str| format!("loading {part} of {}", root.display());
+        Ok(Self {
+            unet: parts
+                .unet
+                .then(|| load_unet(&root.join("unet"), &options, device))
+                .transpose()
+                .with_context(|| context("the UNet"))?,
+            text_encoders: parts
+                .text_encoders
+                .then(|| load_sdxl_text_encoders(root, &options, device))
+                .transpose()
+                .with_context(|| context("the text encoders"))?,
+            vae: parts
+                .vae
+                .then(|| load_vae(&root.join("vae"), &options, device))
+                .transpose()
+                .with_context(|| context("the VAE"))?,
+        })
+    }
+
+    pub fn unet(&self) -> &UNet2DConditionModel<B> {
+        self.unet.as_ref().expect("this method trains the UNet")
+    }
+
+    /// Writes the trained parts into `dir` as a pipeline folder names them. `source` is the
+    /// pipeline the run started from: the text encoders' and VAE's `config.json` come from it
+    /// (training changes weights, not configs).
+    pub fn save(&self, dir: &Path, source: &Path) -> Result<(), RunDirError> {
+        let invalid = |e: &dyn std::fmt::Display| RunDirError::Invalid {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        };
+        let identity = |k: &str| k.to_string();
+        if let Some(unet) = &self.unet {
+            save_unet(&dir.join("unet"), unet).map_err(|e| invalid(&e))?;
+        }
+        let mut parts: Vec<(&str, &str, Vec<(String, burn::tensor::TensorData)>)> = Vec::new();
+        if let Some(te) = &self.text_encoders {
+            parts.push((
+                "text_encoder",
+                "model.safetensors",
+                sharpen_weights::module_tensors(&te.text_encoder, &identity),
+            ));
+            parts.push((
+                "text_encoder_2",
+                "model.safetensors",
+                sharpen_weights::module_tensors(&te.text_encoder_2, &identity),
+            ));
+        }
+        if let Some(vae) = &self.vae {
+            parts.push((
+                "vae",
+                "diffusion_pytorch_model.safetensors",
+                sharpen_weights::module_tensors(vae, &identity),
+            ));
+        }
+        for (name, file, tensors) in parts {
+            let out = dir.join(name);
+            std::fs::create_dir_all(&out).map_err(|e| invalid(&e))?;
+            copy_file(
+                &source.join(name).join("config.json"),
+                &out.join("config.json"),
+            )?;
+            let refs: Vec<(&str, burn::tensor::TensorData)> = tensors
+                .iter()
+                .map(|(k, d)| (k.as_str(), d.clone()))
+                .collect();
+            sharpen_weights::save_tensors(&out.join(file), &refs).map_err(|e| invalid(&e))?;
+        }
+        Ok(())
+    }
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), RunDirError> {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|source| RunDirError::Io {
+            path: from.to_path_buf(),
+            source,
+        })
+}
+
+/// Copies a folder (following links), skipping the top-level entries in `skip`.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(&name), &[])?;
+        } else {
+            std::fs::copy(&path, to.join(&name))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the complete trained pipeline to `out`: the trained parts, everything else copied
+/// from `source`. Written beside `out` under a temporary name, then renamed over it. With
+/// `vae_scaling_factor`, the exported `vae/config.json` carries it.
+pub fn export_pipeline<B: Backend>(
+    model: &Trainable<B>,
+    source: &Path,
+    out: &Path,
+    vae_scaling_factor: Option<f64>,
+) -> anyhow::Result<()> {
+    let tmp = out.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    let mut skip = Vec::new();
+    if model.unet.is_some() {
+        skip.push("unet");
+    }
+    if model.text_encoders.is_some() {
+        skip.extend(["text_encoder", "text_encoder_2"]);
+    }
+    if model.vae.is_some() {
+        skip.push("vae");
+    }
+    copy_tree(source, &tmp, &skip)?;
+    model.save(&tmp, source)?;
+    if let Some(factor) = vae_scaling_factor {
+        let path = tmp.join("vae/config.json");
+        let text = std::fs::read_to_string(&path)?;
+        let mut config: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        config["scaling_factor"] = serde_json::json!(factor);
+        std::fs::write(&path, serde_json::to_string_pretty(&config)? + "\n")?;
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
