@@ -7,7 +7,7 @@ use std::str::FromStr;
 pub type CpuBackend = burn::backend::Flex;
 
 /// The GPU backend, compiled in with the `cuda` cargo feature.
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-untuned")]
 pub type CudaBackend = burn::backend::Cuda;
 
 /// What the user asked for with `--device`.
@@ -52,7 +52,7 @@ impl fmt::Display for DeviceArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolvedDevice {
     Cpu,
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "cuda-untuned")]
     Cuda(usize),
 }
 
@@ -60,7 +60,7 @@ impl ResolvedDevice {
     pub fn describe(&self) -> String {
         match self {
             Self::Cpu => "cpu (burn flex backend)".to_string(),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "cuda-untuned")]
             Self::Cuda(i) => format!("cuda:{i} (burn CUDA backend)"),
         }
     }
@@ -83,29 +83,33 @@ pub fn resolve_device(requested: DeviceArg) -> ResolvedDevice {
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-untuned")]
 fn cuda_device(index: usize) -> ResolvedDevice {
-    tracing::info!(
-        "burn's CUDA backend tunes each new kernel shape on first use (minutes for a full SDXL \
-         UNet); the results are cached under the workspace's target/ folder for later runs. \
-         CUBECL_AUTOTUNE_LEVEL=minimal shortens the tuning."
-    );
+    if cfg!(feature = "cuda") {
+        tracing::info!(
+            "burn's CUDA backend tunes each new kernel shape on first use (minutes for a full SDXL \
+             UNet); the results are cached under the workspace's target/ folder for later runs. \
+             Builds with the `cuda-untuned` feature skip the tuning."
+        );
+    } else {
+        tracing::info!("CUDA without autotuning (`cuda-untuned` build): default kernels");
+    }
     ResolvedDevice::Cuda(index)
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-untuned"))]
 fn cuda_device(_index: usize) -> ResolvedDevice {
     unreachable!("cuda_unavailable_reason always gives a reason without the cuda feature")
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-untuned"))]
 fn cuda_unavailable_reason(_index: usize) -> Option<String> {
     Some("this binary was built without CUDA support (rebuild with `--features cuda`)".to_string())
 }
 
 /// Probes the CUDA driver directly through cudarc (the library burn's CUDA runtime loads), so that
 /// a machine without a driver or GPU is detected before burn touches it.
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-untuned")]
 fn cuda_unavailable_reason(index: usize) -> Option<String> {
     use cudarc::driver::{result, sys};
     // SAFETY: only tries to dlopen the driver library; no driver call is made when it is absent.

@@ -6,7 +6,7 @@
 mod device;
 mod logging;
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-untuned")]
 pub use device::CudaBackend;
 pub use device::{resolve_device, CpuBackend, DeviceArg, ResolvedDevice};
 pub use logging::init_logging;

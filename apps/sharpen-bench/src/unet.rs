@@ -92,7 +92,7 @@ pub fn run(args: &UnetArgs) -> anyhow::Result<()> {
             |_| None,
             "cpu (burn flex)".into(),
         ),
-        #[cfg(feature = "cuda")]
+        #[cfg(any(feature = "cuda", feature = "cuda-untuned"))]
         ResolvedDevice::Cuda(i) => bench::<burn::backend::Autodiff<sharpen_app::CudaBackend>>(
             args,
             burn::backend::cuda::CudaDevice::new(i),
@@ -105,7 +105,7 @@ pub fn run(args: &UnetArgs) -> anyhow::Result<()> {
 
 /// (bytes in use, bytes reserved) by cubecl's CUDA memory pools. Pools keep what they reserved,
 /// so the reserved figure after a pass is that pass's peak (plus earlier passes').
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "cuda-untuned"))]
 fn cuda_memory(device: &burn::backend::cuda::CudaDevice) -> Option<(u64, u64)> {
     use burn::cubecl::Runtime;
     let usage = burn::cubecl::cuda::CudaRuntime::client(device)
