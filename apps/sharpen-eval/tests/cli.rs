@@ -58,6 +58,38 @@ fn shapes_writes_a_table_with_intervals_over_seeds() {
             assert!((0.0..=1.0).contains(&mean) && ci >= 0.0, "{key}: {m}");
         }
     }
+    // Best-of-2 keeps the better of two candidates: never below best-of-1 on the same seeds.
+    let out2 = tmp.path().join("r/best-of-2.json");
+    let run2 = eval(&[
+        "shapes",
+        "--model",
+        "tests/fixtures/pipeline/tiny-sdxl",
+        "--prompts",
+        "6",
+        "--seeds",
+        "2",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--best-of",
+        "2",
+        "--output",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(
+        run2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run2.stderr)
+    );
+    let report2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out2).unwrap()).unwrap();
+    assert_eq!(report2["nfe_per_image"], 12);
+    let partial = |r: &serde_json::Value| r["rows"][2]["partial_credit"]["mean"].as_f64().unwrap();
+    assert!(
+        partial(&report2) >= partial(&report),
+        "{report2} vs {report}"
+    );
     let table = std::fs::read_to_string(out.with_extension("md")).unwrap();
     assert!(table.contains("| two objects |"), "{table}");
     assert!(String::from_utf8_lossy(&run.stdout).contains("all-correct %"));
