@@ -57,6 +57,19 @@ enum ShapesAction {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Write a small image-caption sample of the world's training split as an HF imagefolder
+    /// (`images/*.png` + `metadata.jsonl` with `file_name` and `text`) plus `prompts.txt`.
+    Sample {
+        /// Output folder (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        count: u64,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn workspace_root() -> PathBuf {
@@ -79,6 +92,15 @@ fn main() -> anyhow::Result<()> {
         Task::ShapesModel {
             action: ShapesAction::Init { out, seed },
         } => shapes::init(&workspace_root(), &out, seed),
+        Task::ShapesModel {
+            action:
+                ShapesAction::Sample {
+                    out,
+                    count,
+                    size,
+                    seed,
+                },
+        } => shapes::sample(&out, count, size, seed),
         Task::DownloadWeights {
             name,
             revision,

@@ -231,6 +231,46 @@ pub fn init(root: &Path, out: &Path, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `count` training-split examples as an HF imagefolder plus a prompt list.
+pub fn sample(out: &Path, count: u64, size: usize, seed: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !out.exists(),
+        "{} exists: choose another --out (nothing is overwritten)",
+        out.display()
+    );
+    let world = shapes_world::ShapesWorld {
+        split: shapes_world::Split::Train,
+        size,
+        seed,
+    };
+    std::fs::create_dir_all(out.join("images"))?;
+    let mut metadata = String::new();
+    let mut prompts = String::new();
+    for i in 0..count {
+        let (scene, image) = world.get(i);
+        let name = format!("images/{i:04}.png");
+        let file = std::fs::File::create(out.join(&name))?;
+        let mut encoder =
+            png::Encoder::new(std::io::BufWriter::new(file), size as u32, size as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder
+            .write_header()?
+            .write_image_data(&image.rgb)
+            .with_context(|| format!("writing {name}"))?;
+        let caption = scene.to_string();
+        metadata.push_str(&serde_json::to_string(
+            &json!({"file_name": name, "text": caption}),
+        )?);
+        metadata.push('\n');
+        prompts.push_str(&caption);
+        prompts.push('\n');
+    }
+    std::fs::write(out.join("metadata.jsonl"), metadata)?;
+    std::fs::write(out.join("prompts.txt"), prompts)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +321,30 @@ mod tests {
             [1, MAX_LENGTH, 2 * TEXT_HIDDEN]
         );
         assert_eq!(embeds.pooled_prompt_embeds.dims(), [1, POOLED_DIM]);
+    }
+
+    #[test]
+    fn sample_is_an_imagefolder_of_the_training_split() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("s");
+        sample(&out, 5, 32, 0).unwrap();
+        let meta = std::fs::read_to_string(out.join("metadata.jsonl")).unwrap();
+        let prompts = std::fs::read_to_string(out.join("prompts.txt")).unwrap();
+        assert_eq!(meta.lines().count(), 5);
+        for (line, prompt) in meta.lines().zip(prompts.lines()) {
+            let row: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(row["text"], prompt);
+            let scene = shapes_world::Scene::parse(prompt).unwrap();
+            assert!(!shapes_world::is_held_out(&scene));
+            let decoder = png::Decoder::new(std::io::BufReader::new(
+                std::fs::File::open(out.join(row["file_name"].as_str().unwrap())).unwrap(),
+            ));
+            let mut reader = decoder.read_info().unwrap();
+            let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+            let info = reader.next_frame(&mut buf).unwrap();
+            assert_eq!((info.width, info.height), (32, 32));
+            let score = shapes_world::score(&buf[..info.buffer_size()], 32, prompt);
+            assert!(score.all_correct, "{prompt}");
+        }
     }
 }
