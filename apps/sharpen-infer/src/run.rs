@@ -87,7 +87,7 @@ pub fn run<B: Backend>(
     let n = args.num_images;
     let scale = pipe.vae.config.downscale();
     for (name, v) in [("--width", args.width), ("--height", args.height)] {
-        if v % scale != 0 {
+        if !v.is_multiple_of(scale) {
             bail!("{name} {v} is not a multiple of this model's VAE downscale factor {scale}");
         }
     }

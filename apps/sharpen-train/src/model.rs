@@ -18,6 +18,10 @@ use sharpen_weights::text::load_sdxl_text_encoders;
 use sharpen_weights::unet::{load_unet, save_unet};
 use sharpen_weights::vae::load_vae;
 use sharpen_weights::LoadOptions;
+use burn::tensor::TensorData;
+
+/// A part's folder, weights file name and tensors (checkpoint keys).
+type SavedPart = (&'static str, &'static str, Vec<(String, TensorData)>);
 
 #[derive(Module, Debug)]
 pub struct Trainable<B: Backend> {
@@ -74,7 +78,7 @@ impl<B: Backend> Trainable<B> {
         if let Some(unet) = &self.unet {
             save_unet(&dir.join("unet"), unet).map_err(|e| invalid(&e))?;
         }
-        let mut parts: Vec<(&str, &str, Vec<(String, burn::tensor::TensorData)>)> = Vec::new();
+        let mut parts: Vec<SavedPart> = Vec::new();
         if let Some(te) = &self.text_encoders {
             parts.push((
                 "text_encoder",
@@ -101,7 +105,7 @@ impl<B: Backend> Trainable<B> {
                 &source.join(name).join("config.json"),
                 &out.join("config.json"),
             )?;
-            let refs: Vec<(&str, burn::tensor::TensorData)> = tensors
+            let refs: Vec<(&str, TensorData)> = tensors
                 .iter()
                 .map(|(k, d)| (k.as_str(), d.clone()))
                 .collect();

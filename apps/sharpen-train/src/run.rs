@@ -203,7 +203,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     let decoder = VaeDecoder { vae: &pipe.vae };
     let schedule = pipe.scheduler.schedule.clone();
     let scale = pipe.vae.config.downscale();
-    if cfg.resolution % scale != 0 {
+    if !cfg.resolution.is_multiple_of(scale) {
         bail!(
             "config field `resolution`: {} is not a multiple of the VAE's downscale factor {scale}",
             cfg.resolution
