@@ -55,6 +55,15 @@ pub enum DataConfig {
         #[serde(default)]
         random_flip: bool,
     },
+    /// WebDataset tar shards (a `.tar` or a folder of them; the Text-to-Image-2M layout):
+    /// `KEY.jpg|png` with `KEY.json` (caption in `prompt`, or `caption_field`) or `KEY.txt`.
+    Webdataset {
+        path: PathBuf,
+        #[serde(default)]
+        caption_field: Option<String>,
+        #[serde(default)]
+        random_flip: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

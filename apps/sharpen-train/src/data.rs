@@ -8,7 +8,7 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use shapes_world::{ShapesWorld, Split};
-use sharpen_data::{load_prompts, ImageFolder};
+use sharpen_data::{load_prompts, DataError, ImageFolder, Skipped, WebDataset};
 
 use crate::config::DataConfig;
 
@@ -18,11 +18,54 @@ pub struct Example {
     pub image: Option<Vec<u8>>,
 }
 
+/// A captioned image dataset on disk.
+pub enum Images {
+    Folder(ImageFolder),
+    Tar(WebDataset),
+}
+
+impl Images {
+    fn len(&self) -> usize {
+        match self {
+            Images::Folder(f) => f.items.len(),
+            Images::Tar(t) => t.items.len(),
+        }
+    }
+
+    fn caption(&self, i: usize) -> &str {
+        match self {
+            Images::Folder(f) => &f.items[i].caption,
+            Images::Tar(t) => &t.items[i].caption,
+        }
+    }
+
+    fn load(&self, i: usize, size: usize, flip: bool) -> Result<(Vec<u8>, &str), DataError> {
+        match self {
+            Images::Folder(f) => f.load(i, size, flip),
+            Images::Tar(t) => t.load(i, size, flip),
+        }
+    }
+
+    fn root(&self) -> &std::path::Path {
+        match self {
+            Images::Folder(f) => &f.root,
+            Images::Tar(t) => &t.root,
+        }
+    }
+
+    fn skipped(&self) -> &Skipped {
+        match self {
+            Images::Folder(f) => &f.skipped,
+            Images::Tar(t) => &t.skipped,
+        }
+    }
+}
+
 pub enum Source {
     Shapes(ShapesWorld),
     Prompts(Vec<String>),
     Images {
-        folder: ImageFolder,
+        folder: Images,
         size: usize,
         random_flip: bool,
         /// Corrupt images met so far (skipped; reported at the end).
@@ -58,22 +101,36 @@ impl Source {
             } => {
                 let folder = ImageFolder::open(path, caption_column.as_deref())
                     .with_context(|| format!("reading the image folder {}", path.display()))?;
-                if folder.skipped.count > 0 {
-                    tracing::warn!(
-                        "{}: {} rows skipped: {:?}",
-                        path.display(),
-                        folder.skipped.count,
-                        folder.skipped.reasons
-                    );
-                }
-                Source::Images {
-                    folder,
-                    size: resolution,
-                    random_flip: *random_flip,
-                    corrupt: Cell::new(0),
-                }
+                Self::images(Images::Folder(folder), resolution, *random_flip)
+            }
+            DataConfig::Webdataset {
+                path,
+                caption_field,
+                random_flip,
+            } => {
+                let shards = WebDataset::open(path, caption_field.as_deref())
+                    .with_context(|| format!("reading the WebDataset shards {}", path.display()))?;
+                Self::images(Images::Tar(shards), resolution, *random_flip)
             }
         })
+    }
+
+    fn images(folder: Images, size: usize, random_flip: bool) -> Self {
+        let skipped = folder.skipped();
+        if skipped.count > 0 {
+            tracing::warn!(
+                "{}: {} rows skipped: {:?}",
+                folder.root().display(),
+                skipped.count,
+                skipped.reasons
+            );
+        }
+        Source::Images {
+            folder,
+            size,
+            random_flip,
+            corrupt: Cell::new(0),
+        }
     }
 
     pub fn get(&self, index: u64) -> Example {
@@ -95,7 +152,7 @@ impl Source {
                 random_flip,
                 corrupt,
             } => {
-                let n = folder.items.len() as u64;
+                let n = folder.len() as u64;
                 // A corrupt image is skipped (counted) in favour of the next row.
                 for offset in 0..n {
                     let i = index + offset;
@@ -113,7 +170,10 @@ impl Source {
                         }
                     }
                 }
-                panic!("{}: no image of the folder decodes", folder.root.display());
+                panic!(
+                    "{}: no image of the dataset decodes",
+                    folder.root().display()
+                );
             }
         }
     }
@@ -122,8 +182,8 @@ impl Source {
     pub fn prompt(&self, index: u64) -> String {
         match self {
             Source::Images { folder, .. } => {
-                let n = folder.items.len() as u64;
-                folder.items[(index % n) as usize].caption.clone()
+                let n = folder.len() as u64;
+                folder.caption((index % n) as usize).to_string()
             }
             _ => self.get(index).prompt,
         }

@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::Context;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
+use burn::tensor::TensorData;
 use sdxl_text::SdxlTextEncoders;
 use sdxl_unet::UNet2DConditionModel;
 use sdxl_vae::AutoencoderKL;
@@ -18,7 +19,6 @@ use sharpen_weights::text::load_sdxl_text_encoders;
 use sharpen_weights::unet::{load_unet, save_unet};
 use sharpen_weights::vae::load_vae;
 use sharpen_weights::LoadOptions;
-use burn::tensor::TensorData;
 
 /// A part's folder, weights file name and tensors (checkpoint keys).
 type SavedPart = (&'static str, &'static str, Vec<(String, TensorData)>);

@@ -200,7 +200,7 @@ fn bad_configs_name_the_field() {
 fn image_folders_and_prompt_files_feed_training() {
     let tmp = tempfile::tempdir().unwrap();
     let data = workspace().join("tests/fixtures/data");
-    for (method, section, steps) in [
+    for (case, method, section, steps) in [
         (
             "sharpen-sft",
             format!(
@@ -225,13 +225,25 @@ fn image_folders_and_prompt_files_feed_training() {
             ),
             "2",
         ),
-    ] {
+        (
+            "standard",
+            format!(
+                "kind = \"webdataset\"\npath = \"{}\"",
+                data.join("webdataset").display()
+            ),
+            "5",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (m, s, n))| (i, m, s, n))
+    {
         let cfg = config(tmp.path(), method, "");
         let text = std::fs::read_to_string(&cfg)
             .unwrap()
             .replace("kind = \"shapes\"", &section);
         std::fs::write(&cfg, text).unwrap();
-        let run = tmp.path().join(format!("run-{method}"));
+        let run = tmp.path().join(format!("run-{case}"));
         let out = train(&[
             "--config",
             cfg.to_str().unwrap(),
@@ -246,9 +258,9 @@ fn image_folders_and_prompt_files_feed_training() {
             steps.parse::<usize>().unwrap(),
             "{method}"
         );
-        if method == "sharpen-sft" {
-            // Rows 0..4 of the 4-row folder: row 2 (broken.png) fails to decode once and row 3
-            // stands in for it.
+        if steps == "5" {
+            // Rows 0..4 of the 4-row folder (and of the 4-item shards): row 2 (broken.png)
+            // fails to decode once and row 3 stands in for it.
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("skipped 1 corrupt images"), "{err}");
         }

@@ -26,10 +26,15 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage, DataError> {
         path: path.to_path_buf(),
         source,
     })?;
+    decode_rgb_bytes(path, &bytes)
+}
+
+/// [`decode_rgb`] of bytes already read; `path` names them in errors.
+pub fn decode_rgb_bytes(path: &Path, bytes: &[u8]) -> Result<RgbImage, DataError> {
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
-        decode_png(path, &bytes)
+        decode_png(path, bytes)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(path, &bytes)
+        decode_jpeg(path, bytes)
     } else {
         Err(invalid(path, "neither a PNG nor a JPEG file"))
     }

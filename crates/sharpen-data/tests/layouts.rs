@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sharpen_data::{decode_rgb, load_prompts, ImageFolder};
+use sharpen_data::{decode_rgb, load_prompts, ImageFolder, WebDataset};
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -103,4 +103,47 @@ fn prompt_lists() {
     assert_eq!(s.count, 1, "the empty prompt");
     let err = load_prompts(&data("prompts/drawbench.csv"), Some("Prompt")).unwrap_err();
     assert!(err.to_string().contains("no column named Prompt"), "{err}");
+}
+
+#[test]
+fn webdataset_shards_in_the_text_to_image_2m_layout() {
+    let ds = WebDataset::open(&data("webdataset"), None).unwrap();
+    assert_eq!(ds.shards.len(), 2);
+    let keys: Vec<&str> = ds.items.iter().map(|i| i.member.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["000000.jpg", "000001.png", "000004.png", "000005.png"]
+    );
+    // A json without an image, a malformed json, a json without `prompt` (and no txt).
+    assert_eq!(ds.skipped.count, 3, "{:?}", ds.skipped);
+    assert!(ds
+        .skipped
+        .reasons
+        .iter()
+        .any(|r| r.contains("000002") && r.contains("no image")));
+    assert!(ds.skipped.reasons.iter().any(|r| r.contains("000003.json")));
+    assert!(ds
+        .skipped
+        .reasons
+        .iter()
+        .any(|r| r.contains("000006") && r.contains("prompt")));
+    // The same pixels as the image files they were packed from.
+    let folder = ImageFolder::open(&data("imagefolder_txt"), None).unwrap();
+    let (from_tar, caption) = ds.load(0, 16, false).unwrap();
+    assert_eq!(caption, "a blue and yellow split");
+    assert_eq!(from_tar, folder.load(1, 16, false).unwrap().0, "b.jpg");
+    let (from_tar, caption) = ds.load(1, 16, true).unwrap();
+    assert_eq!(caption, "a red and green split", "txt caption");
+    assert_eq!(from_tar, folder.load(0, 16, true).unwrap().0, "a.png");
+    let err = ds.load(2, 16, false).unwrap_err();
+    assert!(err.to_string().contains("000004.png"), "{err}");
+    assert_eq!(ds.load(3, 8, false).unwrap().1, "a grey square");
+    // One shard alone, and another caption field.
+    let one = WebDataset::open(&data("webdataset/shard-00001.tar"), Some("caption")).unwrap();
+    let captions: Vec<&str> = one.items.iter().map(|i| i.caption.as_str()).collect();
+    assert_eq!(captions, ["no prompt field"]);
+    assert!(
+        WebDataset::open(&data("prompts"), None).is_err(),
+        "a folder without shards"
+    );
 }
