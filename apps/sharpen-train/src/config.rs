@@ -44,6 +44,9 @@ pub enum DataConfig {
         path: PathBuf,
         #[serde(default)]
         field: Option<String>,
+        /// A new seeded order each pass over the list (false: file order).
+        #[serde(default = "yes")]
+        shuffle: bool,
     },
     /// An image folder: `name.png|jpg` + `name.txt`, or `metadata.jsonl` with `file_name` and a
     /// caption column (`text`, or `caption_column`). Images are resized to cover the
@@ -54,6 +57,9 @@ pub enum DataConfig {
         caption_column: Option<String>,
         #[serde(default)]
         random_flip: bool,
+        /// A new seeded order each epoch (false: sorted file order).
+        #[serde(default = "yes")]
+        shuffle: bool,
     },
     /// WebDataset tar shards (a `.tar` or a folder of them; the Text-to-Image-2M layout):
     /// `KEY.jpg|png` with `KEY.json` (caption in `prompt`, or `caption_field`) or `KEY.txt`.
@@ -63,6 +69,9 @@ pub enum DataConfig {
         caption_field: Option<String>,
         #[serde(default)]
         random_flip: bool,
+        /// A new seeded order each epoch (false: shard and member order).
+        #[serde(default = "yes")]
+        shuffle: bool,
     },
 }
 

@@ -2,12 +2,12 @@
 //! or a prompt list. Example `i` is the same on every run, so the data position in a checkpoint
 //! is one number.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use shapes_world::{ShapesWorld, Split};
+use shapes_world::{ShapesWorld, Split, SplitMix64};
 use sharpen_data::{load_prompts, DataError, ImageFolder, Skipped, WebDataset};
 
 use crate::config::DataConfig;
@@ -61,10 +61,47 @@ impl Images {
     }
 }
 
+/// Which row example `i` reads: file order, or (shuffled) a fresh permutation of the rows each
+/// epoch, drawn from the run's seed and the epoch number, so that example `i` is the same row on
+/// every run and after a resume.
+pub struct Order {
+    rows: u64,
+    seed: Option<u64>,
+    epoch: RefCell<Option<(u64, Vec<u64>)>>,
+}
+
+impl Order {
+    pub fn new(rows: usize, shuffle: bool, seed: u64) -> Self {
+        Self {
+            rows: rows as u64,
+            seed: shuffle.then_some(seed),
+            epoch: RefCell::new(None),
+        }
+    }
+
+    pub fn row(&self, i: u64) -> usize {
+        let (epoch, pos) = (i / self.rows, i % self.rows);
+        let Some(seed) = self.seed else {
+            return pos as usize;
+        };
+        let mut cached = self.epoch.borrow_mut();
+        if cached.as_ref().map(|c| c.0) != Some(epoch) {
+            let mut rng = SplitMix64::new(seed ^ (epoch + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+            let mut perm: Vec<u64> = (0..self.rows).collect();
+            for k in (1..perm.len()).rev() {
+                perm.swap(k, rng.below(k + 1));
+            }
+            *cached = Some((epoch, perm));
+        }
+        cached.as_ref().expect("just filled").1[pos as usize] as usize
+    }
+}
+
 pub enum Source {
     Shapes(ShapesWorld),
-    Prompts(Vec<String>),
+    Prompts(Vec<String>, Order),
     Images {
+        order: Order,
         folder: Images,
         size: usize,
         random_flip: bool,
@@ -74,14 +111,19 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn open(config: &DataConfig, resolution: usize) -> anyhow::Result<Self> {
+    /// `seed` (the run's) orders shuffled datasets.
+    pub fn open(config: &DataConfig, resolution: usize, seed: u64) -> anyhow::Result<Self> {
         Ok(match config {
             DataConfig::Shapes { seed } => Source::Shapes(ShapesWorld {
                 split: Split::Train,
                 size: resolution,
                 seed: *seed,
             }),
-            DataConfig::Prompts { path, field } => {
+            DataConfig::Prompts {
+                path,
+                field,
+                shuffle,
+            } => {
                 let (prompts, skipped) = load_prompts(path, field.as_deref())
                     .with_context(|| format!("reading prompts from {}", path.display()))?;
                 if skipped.count > 0 {
@@ -92,30 +134,35 @@ impl Source {
                         skipped.reasons
                     );
                 }
-                Source::Prompts(prompts)
+                let order = Order::new(prompts.len(), *shuffle, seed);
+                Source::Prompts(prompts, order)
             }
             DataConfig::ImageFolder {
                 path,
                 caption_column,
                 random_flip,
+                shuffle,
             } => {
                 let folder = ImageFolder::open(path, caption_column.as_deref())
                     .with_context(|| format!("reading the image folder {}", path.display()))?;
-                Self::images(Images::Folder(folder), resolution, *random_flip)
+                let order = Order::new(folder.items.len(), *shuffle, seed);
+                Self::images(Images::Folder(folder), order, resolution, *random_flip)
             }
             DataConfig::Webdataset {
                 path,
                 caption_field,
                 random_flip,
+                shuffle,
             } => {
                 let shards = WebDataset::open(path, caption_field.as_deref())
                     .with_context(|| format!("reading the WebDataset shards {}", path.display()))?;
-                Self::images(Images::Tar(shards), resolution, *random_flip)
+                let order = Order::new(shards.items.len(), *shuffle, seed);
+                Self::images(Images::Tar(shards), order, resolution, *random_flip)
             }
         })
     }
 
-    fn images(folder: Images, size: usize, random_flip: bool) -> Self {
+    fn images(folder: Images, order: Order, size: usize, random_flip: bool) -> Self {
         let skipped = folder.skipped();
         if skipped.count > 0 {
             tracing::warn!(
@@ -126,6 +173,7 @@ impl Source {
             );
         }
         Source::Images {
+            order,
             folder,
             size,
             random_flip,
@@ -142,11 +190,12 @@ impl Source {
                     image: Some(image.rgb),
                 }
             }
-            Source::Prompts(list) => Example {
-                prompt: list[(index % list.len() as u64) as usize].clone(),
+            Source::Prompts(list, order) => Example {
+                prompt: list[order.row(index)].clone(),
                 image: None,
             },
             Source::Images {
+                order,
                 folder,
                 size,
                 random_flip,
@@ -157,7 +206,7 @@ impl Source {
                 for offset in 0..n {
                     let i = index + offset;
                     let flip = *random_flip && (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63) == 1;
-                    match folder.load((i % n) as usize, *size, flip) {
+                    match folder.load(order.row(i), *size, flip) {
                         Ok((pixels, caption)) => {
                             return Example {
                                 prompt: caption.to_string(),
@@ -181,10 +230,7 @@ impl Source {
     /// The caption of example `index`, without decoding its image (validation prompts).
     pub fn prompt(&self, index: u64) -> String {
         match self {
-            Source::Images { folder, .. } => {
-                let n = folder.len() as u64;
-                folder.caption((index % n) as usize).to_string()
-            }
+            Source::Images { folder, order, .. } => folder.caption(order.row(index)).to_string(),
             _ => self.get(index).prompt,
         }
     }
@@ -209,4 +255,34 @@ pub fn image_tensor<B: Backend>(images: &[&[u8]], size: usize, device: &B::Devic
         device,
     )
     .permute([0, 3, 1, 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffled_order_is_a_fresh_permutation_each_epoch() {
+        let order = Order::new(7, true, 42);
+        let epoch = |e: u64| (0..7).map(|i| order.row(e * 7 + i)).collect::<Vec<_>>();
+        let (a, b) = (epoch(0), epoch(1));
+        for p in [&a, &b] {
+            let mut sorted = p.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..7).collect::<Vec<_>>());
+        }
+        assert_ne!(a, b, "each epoch draws its own order");
+        assert_ne!(a, (0..7).collect::<Vec<_>>());
+        assert_eq!(
+            Order::new(7, true, 42).row(3),
+            a[3],
+            "the same on every run"
+        );
+        assert_eq!(epoch(0), a, "revisiting an epoch gives the same order");
+        let plain = Order::new(7, false, 42);
+        assert_eq!(
+            (0..9).map(|i| plain.row(i)).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5, 6, 0, 1]
+        );
+    }
 }

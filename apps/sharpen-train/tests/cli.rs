@@ -204,7 +204,7 @@ fn image_folders_and_prompt_files_feed_training() {
         (
             "sharpen-sft",
             format!(
-                "kind = \"image-folder\"\npath = \"{}\"\nrandom_flip = true",
+                "kind = \"image-folder\"\npath = \"{}\"\nrandom_flip = true\nshuffle = false",
                 data.join("imagefolder_txt").display()
             ),
             "5",
@@ -228,7 +228,7 @@ fn image_folders_and_prompt_files_feed_training() {
         (
             "standard",
             format!(
-                "kind = \"webdataset\"\npath = \"{}\"",
+                "kind = \"webdataset\"\npath = \"{}\"\nshuffle = false",
                 data.join("webdataset").display()
             ),
             "5",
