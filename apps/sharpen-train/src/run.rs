@@ -117,7 +117,18 @@ fn open_trainer<B: AutodiffBackend>(
                 PathBuf::from(spec)
             };
             let model = Trainable::load(&checkpoint, cfg.parts(), device)?;
-            let trainer = Trainer::resume(&checkpoint, model, cfg.optim.clone(), device)?;
+            let mut trainer = Trainer::resume(&checkpoint, model, cfg.optim.clone(), device)?;
+            if cfg.optim.ema_decay.is_some() {
+                let dir = checkpoint.join("ema");
+                if dir.is_dir() {
+                    trainer.set_ema(Trainable::load(&dir, cfg.parts(), device)?);
+                } else {
+                    tracing::warn!(
+                        "{} holds no EMA weights: the average starts from the current weights",
+                        checkpoint.display()
+                    );
+                }
+            }
             run.truncate_metrics(trainer.state.step)?;
             tracing::info!(step = trainer.state.step, checkpoint = %checkpoint.display(), "resumed");
             Ok(trainer)
@@ -219,11 +230,26 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     } else {
         cfg.validation.prompts.clone()
     };
-    let sample = |model: &Trainable<B>, step: usize| {
+    // Samples and the export show the EMA weights when they are kept.
+    let current = |trainer: &Trainer<B, Trainable<B>>| {
+        trainer
+            .ema()
+            .cloned()
+            .unwrap_or_else(|| trainer.model().valid())
+    };
+    let save = |trainer: &Trainer<B, Trainable<B>>| {
+        trainer.save(&run, |dir, m| {
+            m.save(dir, &cfg.model)?;
+            match trainer.ema() {
+                Some(ema) => ema.save(&dir.join("ema"), &cfg.model),
+                None => Ok(()),
+            }
+        })
+    };
+    let sample = |model: Trainable<B::InnerBackend>, step: usize| {
         if !cfg.validation.enabled {
             return Ok(());
         }
-        let model = model.valid();
         if let Some(vae) = &model.vae {
             return crate::samples::write_reconstructions(
                 &run.root,
@@ -255,7 +281,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         )
     };
     if trainer.state.step == 0 {
-        sample(trainer.model(), 0)?;
+        sample(current(&trainer), 0)?;
     }
 
     // The empty prompt's conditioning, for guided rollouts: encoded once.
@@ -502,10 +528,10 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         });
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         if report.step % cfg.checkpoint_every == 0 || report.step == cfg.steps || interrupted {
-            trainer.save(&run, |dir, m| m.save(dir, &cfg.model))?;
+            save(&trainer)?;
             saved_at = report.step;
             plot(&run);
-            sample(trainer.model(), report.step)?;
+            sample(current(&trainer), report.step)?;
         }
         if interrupted {
             bar.abandon_with_message("interrupted");
@@ -518,13 +544,13 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         }
     }
     if saved_at != trainer.state.step {
-        trainer.save(&run, |dir, m| m.save(dir, &cfg.model))?;
+        save(&trainer)?;
         plot(&run);
-        sample(trainer.model(), trainer.state.step)?;
+        sample(current(&trainer), trainer.state.step)?;
     }
     bar.finish();
     if cfg.export_pipeline {
-        let model = trainer.model().valid();
+        let model = current(&trainer);
         let factor = model
             .vae
             .as_ref()

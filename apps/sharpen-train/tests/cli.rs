@@ -384,7 +384,9 @@ fn pretraining_trains_the_vae_then_the_unet_with_its_text_encoders() {
     let cfg = config(tmp.path(), "standard", &extra);
     let text = std::fs::read_to_string(&cfg).unwrap();
     // `config` wrote the fixture's model line first; the override comes from `extra`.
-    let text = text.replacen(&format!("model = \"{}\"\n", source.display()), "", 1);
+    let text = text
+        .replacen(&format!("model = \"{}\"\n", source.display()), "", 1)
+        .replace("accumulation = 1\n", "accumulation = 1\nema_decay = 0.9\n");
     std::fs::write(&cfg, text).unwrap();
     let cfg = cfg.to_str().unwrap();
     let a = tmp.path().join("a");
@@ -418,12 +420,15 @@ fn pretraining_trains_the_vae_then_the_unet_with_its_text_encoders() {
         "text_encoder_2/model.safetensors",
     ] {
         let at = |run: &Path| file(run, &format!("checkpoints/step-000004/{part}"));
+        let ema = |run: &Path| file(run, &format!("checkpoints/step-000004/ema/{part}"));
         assert_eq!(at(&a), at(&b), "{part}: bit-identical after resume");
+        assert_eq!(ema(&a), ema(&b), "{part}: EMA bit-identical after resume");
         assert_ne!(at(&a), file(&exported, part), "{part} trained");
+        assert_ne!(ema(&a), at(&a), "{part}: the EMA lags the weights");
         assert_eq!(
             file(&a, &format!("pipeline/{part}")),
-            at(&a),
-            "{part} exported"
+            ema(&a),
+            "{part}: the EMA is exported"
         );
     }
     assert_eq!(

@@ -178,3 +178,48 @@ fn an_interrupted_checkpoint_write_keeps_the_previous_one() {
     .unwrap();
     assert_eq!(resumed.state.step, 3);
 }
+
+#[test]
+fn ema_averages_the_weights_after_every_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = tmp.path().join("init");
+    save_unet(
+        &init,
+        &UNet2DConditionModel::<AD>::new(&UNetConfig::tiny_sdxl(), &Default::default()),
+    )
+    .unwrap();
+    let run = RunDir::create(tmp.path().join("ema")).unwrap();
+    let cfg = OptimConfig {
+        ema_decay: Some(0.5),
+        ..config()
+    };
+    assert!(OptimConfig {
+        ema_decay: Some(1.0),
+        ..config()
+    }
+    .validate()
+    .is_err());
+    let mut trainer = Trainer::new(load(&init), cfg, 7);
+    let w0 = weights(trainer.model());
+    train(&mut trainer, &run, 1);
+    let w1 = weights(trainer.model());
+    train(&mut trainer, &run, 2);
+    let w2 = weights(trainer.model());
+    let ema = sharpen_weights::module_tensors(trainer.ema().unwrap(), &|k: &str| k.to_string());
+    assert_eq!(ema.len(), w0.len());
+    let mut moved = false;
+    for (i, (key, e)) in ema.iter().enumerate() {
+        let v = |d: &TensorData| d.to_vec::<f32>().unwrap();
+        let (a, b, c, e) = (v(&w0[i].1), v(&w1[i].1), v(&w2[i].1), v(e));
+        for j in 0..e.len() {
+            // ema2 = 0.5 (0.5 w0 + 0.5 w1) + 0.5 w2
+            let want = 0.25 * a[j] + 0.25 * b[j] + 0.5 * c[j];
+            assert!(
+                (e[j] - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{key}[{j}]"
+            );
+        }
+        moved |= a != c;
+    }
+    assert!(moved, "the weights changed, so the average means something");
+}

@@ -2,6 +2,7 @@
 //! accumulation and global-norm clipping, and checkpoints (optimizer state, step, random stream,
 //! data position) that resume bit-exactly.
 
+pub mod ema;
 pub mod grads;
 pub mod ids;
 pub mod lr;
@@ -35,6 +36,8 @@ pub struct OptimConfig {
     /// Micro-batches per optimizer step; gradients are averaged over them.
     pub accumulation: usize,
     pub schedule: LrSchedule,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999); None: off.
+    pub ema_decay: Option<f64>,
 }
 
 impl Default for OptimConfig {
@@ -48,6 +51,7 @@ impl Default for OptimConfig {
             max_grad_norm: Some(1.0),
             accumulation: 1,
             schedule: LrSchedule::Constant,
+            ema_decay: None,
         }
     }
 }
@@ -59,6 +63,11 @@ impl OptimConfig {
         }
         if self.accumulation == 0 {
             return Err("accumulation must be at least 1".into());
+        }
+        if let Some(d) = self.ema_decay {
+            if !(0.0..1.0).contains(&d) {
+                return Err(format!("ema_decay must be in [0, 1), got {d}"));
+            }
         }
         if let Some(n) = self.max_grad_norm {
             if !(n.is_finite() && n > 0.0) {
@@ -89,6 +98,7 @@ pub struct StepReport {
 
 pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B>> {
     model: Option<M>,
+    ema: Option<M::InnerModule>,
     optim: OptimizerAdaptor<AdamW, M, B>,
     accumulator: GradientsAccumulator<M>,
     accumulated: usize,
@@ -102,8 +112,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
     /// A fresh run. Parameter ids are derived from module paths (see [`ids::with_path_ids`]) so
     /// that saved optimizer state finds its parameters after a reload.
     pub fn new(model: M, config: OptimConfig, seed: u64) -> Self {
+        let model = ids::with_path_ids(model);
         Self {
-            model: Some(ids::with_path_ids(model)),
+            ema: config.ema_decay.map(|_| model.valid()),
+            model: Some(model),
             optim: config.adamw().init(),
             accumulator: GradientsAccumulator::new(),
             accumulated: 0,
@@ -119,6 +131,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
 
     pub fn model(&self) -> &M {
         self.model.as_ref().expect("model present between steps")
+    }
+
+    /// The moving average of the weights (when `ema_decay` is set).
+    pub fn ema(&self) -> Option<&M::InnerModule> {
+        self.ema.as_ref()
+    }
+
+    /// Replaces the moving average (resuming: the one saved with the checkpoint). Its parameter
+    /// ids are re-derived from module paths, as the live model's are.
+    pub fn set_ema(&mut self, ema: M::InnerModule) {
+        self.ema = Some(ids::with_path_ids(ema));
     }
 
     pub fn rng(&mut self) -> &mut RunRng {
@@ -150,7 +173,11 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
         };
         let lr = self.next_lr();
         let model = self.model.take().expect("model present between steps");
-        self.model = Some(self.optim.step(lr, model, grads));
+        let model = self.optim.step(lr, model, grads);
+        if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
+            self.ema = Some(ema::update(ema, &model.valid(), decay));
+        }
+        self.model = Some(model);
         self.state.step += 1;
         Some(StepReport {
             step: self.state.step,
