@@ -12,11 +12,9 @@ fn eval(args: &[&str]) -> std::process::Output {
         .expect("runs sharpen-eval")
 }
 
-#[test]
-fn shapes_writes_a_table_with_intervals_over_seeds() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("r/held-out.json");
-    let run = eval(&[
+/// `sharpen-eval shapes` on the tiny pipeline: 6 prompts, 2 seeds, 3 steps, writing `out`.
+fn tiny_shapes_eval(out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "shapes",
         "--model",
         "tests/fixtures/pipeline/tiny-sdxl",
@@ -30,14 +28,23 @@ fn shapes_writes_a_table_with_intervals_over_seeds() {
         "4",
         "--output",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let run = eval(&args);
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(String::from_utf8_lossy(&run.stdout).contains("all-correct %"));
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+#[test]
+fn shapes_writes_a_table_with_intervals_over_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r/held-out.json");
+    let report = tiny_shapes_eval(&out, &[]);
     assert_eq!(report["nfe_per_image"], 6, "3 steps with guidance 2");
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
@@ -59,31 +66,7 @@ fn shapes_writes_a_table_with_intervals_over_seeds() {
         }
     }
     // Best-of-2 keeps the better of two candidates: never below best-of-1 on the same seeds.
-    let out2 = tmp.path().join("r/best-of-2.json");
-    let run2 = eval(&[
-        "shapes",
-        "--model",
-        "tests/fixtures/pipeline/tiny-sdxl",
-        "--prompts",
-        "6",
-        "--seeds",
-        "2",
-        "--steps",
-        "3",
-        "--batch-size",
-        "4",
-        "--best-of",
-        "2",
-        "--output",
-        out2.to_str().unwrap(),
-    ]);
-    assert!(
-        run2.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run2.stderr)
-    );
-    let report2: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out2).unwrap()).unwrap();
+    let report2 = tiny_shapes_eval(&tmp.path().join("r/best-of-2.json"), &["--best-of", "2"]);
     assert_eq!(report2["nfe_per_image"], 12);
     let partial = |r: &serde_json::Value| r["rows"][2]["partial_credit"]["mean"].as_f64().unwrap();
     assert!(
@@ -92,7 +75,6 @@ fn shapes_writes_a_table_with_intervals_over_seeds() {
     );
     let table = std::fs::read_to_string(out.with_extension("md")).unwrap();
     assert!(table.contains("| two objects |"), "{table}");
-    assert!(String::from_utf8_lossy(&run.stdout).contains("all-correct %"));
 }
 
 #[test]

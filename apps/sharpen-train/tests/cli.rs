@@ -76,6 +76,40 @@ fn weights(run: &Path, step: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// Runs `cfg` to the end into `a`, and into `b` stopped after 2 steps then resumed (`between`
+/// runs in the stopped state). Returns (a, b).
+fn uninterrupted_and_resumed(
+    dir: &Path,
+    cfg: &str,
+    between: impl FnOnce(&Path),
+) -> (PathBuf, PathBuf) {
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        a.to_str().unwrap(),
+    ]));
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        b.to_str().unwrap(),
+        "--steps",
+        "2",
+    ]));
+    between(&b);
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        b.to_str().unwrap(),
+        "--resume",
+        "latest",
+    ]));
+    (a, b)
+}
+
 #[test]
 fn every_method_runs_and_writes_metrics_and_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
@@ -125,36 +159,14 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "sharpen-rlhf", "caption_dropout = 0.3");
     let cfg = cfg.to_str().unwrap();
-    let a = tmp.path().join("a");
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        a.to_str().unwrap(),
-    ]));
-    let b = tmp.path().join("b");
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        b.to_str().unwrap(),
-        "--steps",
-        "2",
-    ]));
-    let again = train(&["--config", cfg, "--output-dir", b.to_str().unwrap()]);
-    assert!(
-        !again.status.success(),
-        "a second fresh run into the same folder is refused"
-    );
-    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume latest"));
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        b.to_str().unwrap(),
-        "--resume",
-        "latest",
-    ]));
+    let (a, b) = uninterrupted_and_resumed(tmp.path(), cfg, |b| {
+        let again = train(&["--config", cfg, "--output-dir", b.to_str().unwrap()]);
+        assert!(
+            !again.status.success(),
+            "a second fresh run into the same folder is refused"
+        );
+        assert!(String::from_utf8_lossy(&again.stderr).contains("--resume latest"));
+    });
     assert_eq!(metrics(&a), metrics(&b));
     assert_eq!(
         weights(&a, "step-000004"),
@@ -389,30 +401,7 @@ fn pretraining_trains_the_vae_then_the_unet_with_its_text_encoders() {
         .replace("accumulation = 1\n", "accumulation = 1\nema_decay = 0.9\n");
     std::fs::write(&cfg, text).unwrap();
     let cfg = cfg.to_str().unwrap();
-    let a = tmp.path().join("a");
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        a.to_str().unwrap(),
-    ]));
-    let b = tmp.path().join("b");
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        b.to_str().unwrap(),
-        "--steps",
-        "2",
-    ]));
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        b.to_str().unwrap(),
-        "--resume",
-        "latest",
-    ]));
+    let (a, b) = uninterrupted_and_resumed(tmp.path(), cfg, |_| {});
     assert_eq!(metrics(&a), metrics(&b));
     for part in [
         "unet/diffusion_pytorch_model.safetensors",
@@ -435,4 +424,33 @@ fn pretraining_trains_the_vae_then_the_unet_with_its_text_encoders() {
         file(&a, &format!("pipeline/{vae_file}")),
         file(&exported, vae_file)
     );
+}
+
+#[test]
+fn the_main_job_runs_on_the_shipped_shapes_model() {
+    // The README's first command with its default config, shortened to 2 steps.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("main");
+    ok(&train(&[
+        "--output-dir",
+        run.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--seed",
+        "3",
+    ]));
+    let lines = metrics(&run);
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let r = l["reward_mean"].as_f64().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&r),
+            "the shapes reward is partial credit: {l}"
+        );
+    }
+    for step in ["000000", "000002"] {
+        assert!(run.join(format!("samples/step-{step}.png")).is_file());
+    }
+    assert!(run.join("pipeline/model_index.json").is_file());
+    assert!(run.join("metrics.png").is_file());
 }
