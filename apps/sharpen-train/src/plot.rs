@@ -133,6 +133,30 @@ fn label(v: f64) -> String {
     }
 }
 
+/// Curves longer than this are drawn smoothed (over the faint raw values).
+const SMOOTH_FROM: usize = 20;
+
+/// `c` mixed 70% toward white.
+fn light(c: Rgb) -> Rgb {
+    c.map(|v| (v as f64 + (255.0 - v as f64) * 0.7).round() as u8)
+}
+
+/// Trailing moving average over `window` points (fewer at the start).
+fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    let mut sum = 0.0;
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, &(step, v))| {
+            sum += v;
+            if i >= window {
+                sum -= points[i - window].1;
+            }
+            (step, sum / (i + 1).min(window) as f64)
+        })
+        .collect()
+}
+
 /// One panel: series of (step, value) with their colours and names.
 /// A named, coloured curve of (step, value) points.
 type Series<'a> = (&'a str, Rgb, Vec<(f64, f64)>);
@@ -173,7 +197,21 @@ fn panel(canvas: &mut Canvas, top: usize, title: &str, series: &[Series<'_>]) {
     }
     let px = |s: f64| x0 as f64 + (s - smin) / (smax - smin) * (x1 - x0) as f64;
     let py = |v: f64| y1 as f64 - (v - lo) / (hi - lo) * (y1 - y0) as f64;
+    // Long noisy curves: the raw values faintly, their moving average on top in full colour.
+    let mut curves: Vec<(Rgb, Vec<(f64, f64)>)> = Vec::new();
+    for (_, colour, points) in series.iter().filter(|s| s.2.len() > SMOOTH_FROM) {
+        curves.push((light(*colour), points.clone()));
+    }
     for (_, colour, points) in series {
+        let window = (points.len() / 15).max(5);
+        let shown = if points.len() > SMOOTH_FROM {
+            moving_average(points, window)
+        } else {
+            points.clone()
+        };
+        curves.push((*colour, shown));
+    }
+    for (colour, points) in &curves {
         for pair in points.windows(2) {
             let a = (px(pair[0].0) as i64, py(pair[0].1) as i64);
             let b = (px(pair[1].0) as i64, py(pair[1].1) as i64);
@@ -286,5 +324,20 @@ mod tests {
         assert!(count(GREEN) > 100, "reward-best curve drawn");
         assert!(count(BLACK) > 1000, "axes and labels drawn");
         assert!(!dir.path().join("metrics.png.tmp").exists());
+        assert!(
+            count(light(BLUE)) > 100,
+            "raw values drawn faintly under the average"
+        );
+    }
+
+    #[test]
+    fn moving_average_trails_over_its_window() {
+        let pts: Vec<(f64, f64)> = [1.0, 3.0, 5.0, 7.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as f64, v))
+            .collect();
+        let avg = moving_average(&pts, 2);
+        assert_eq!(avg, vec![(0.0, 1.0), (1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]);
     }
 }
