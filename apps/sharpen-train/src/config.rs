@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sharpen_loss::RewardMargin;
-use sharpen_trainer::{OptimConfig, RlhfConfig, TrajectoryConfig};
+use sharpen_trainer::{DdpoConfig, DpoConfig, OptimConfig, RlhfConfig, TrajectoryConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -20,6 +20,20 @@ pub enum Method {
     /// Trains the VAE alone (reconstruction MSE + KL): the first stage of pretraining a small
     /// model. The exported pipeline's `vae/config.json` gets the measured `scaling_factor`.
     Autoencoder,
+    /// Baseline: DDPO (stochastic DDIM policy, per-prompt normalised advantages, PPO clip) on
+    /// prompts, n samples per prompt (`trajectory.n`).
+    Ddpo,
+    /// Baseline: Diffusion-DPO on pairs of the base model's samples (best and worst of
+    /// `trajectory.n` per prompt by the reward), the base model as frozen reference.
+    DiffusionDpo,
+}
+
+impl Method {
+    /// Methods that learn from the model's (or the base model's) own samples of prompts: they
+    /// take a prompt list and need no images.
+    pub fn online(self) -> bool {
+        matches!(self, Self::SharpenRlhf | Self::Ddpo | Self::DiffusionDpo)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +89,49 @@ pub enum DataConfig {
     },
 }
 
+/// Diffusion-DPO's `[dpo]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpoSection {
+    /// beta of the published loss (it enters as beta / 2).
+    pub beta: f64,
+}
+
+impl Default for DpoSection {
+    fn default() -> Self {
+        Self { beta: 5000.0 }
+    }
+}
+
+/// DDPO's `[ddpo]` section (ddpo-pytorch's defaults, except `train_timesteps`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdpoSection {
+    /// Stochasticity of the DDIM policy.
+    pub eta: f64,
+    /// PPO clip range of the probability ratio.
+    pub clip: f64,
+    /// Advantages are clamped to +- this.
+    pub adv_clip: f64,
+    /// Sampling steps that get a gradient per update, drawn at random without replacement from
+    /// the `rlhf.generation_steps` steps, all of them when it is larger (DDPO trains on all;
+    /// fewer cost less).
+    pub train_timesteps: usize,
+}
+
+impl Default for DdpoSection {
+    fn default() -> Self {
+        Self {
+            eta: 1.0,
+            clip: 1e-4,
+            adv_clip: 5.0,
+            train_timesteps: 5,
+        }
+    }
+}
+
+/// The `[rlhf]` section. Its `rollout_cfg` and `generation_steps` also set how the baselines
+/// (ddpo, diffusion-dpo) sample.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RlhfSection {
@@ -118,6 +175,8 @@ pub struct ValidationSection {
     /// Prompts to sample; empty: the first `count` prompts of the data.
     pub prompts: Vec<String>,
     pub count: usize,
+    /// Images per prompt (grid rows), each from its own seed.
+    pub seeds: usize,
     pub seed: u64,
     /// ddim, ddpm, euler, euler-a, dpmpp-2m or dpmpp-2m-karras.
     pub sampler: String,
@@ -132,6 +191,7 @@ impl Default for ValidationSection {
             enabled: true,
             prompts: Vec::new(),
             count: 4,
+            seeds: 1,
             seed: 1234,
             sampler: "ddim".into(),
             steps: 25,
@@ -197,6 +257,10 @@ pub struct TrainConfig {
     pub trajectory: TrajectoryConfig,
     #[serde(default)]
     pub rlhf: RlhfSection,
+    #[serde(default)]
+    pub dpo: DpoSection,
+    #[serde(default)]
+    pub ddpo: DdpoSection,
     #[serde(default)]
     pub optim: OptimConfig,
     #[serde(default)]
@@ -268,6 +332,33 @@ impl TrainConfig {
         if self.rlhf.generation_steps == 0 {
             return Err(field("rlhf.generation_steps", "must be at least 1".into()));
         }
+        if matches!(self.method, Method::Ddpo | Method::DiffusionDpo) && t.n < 2 {
+            return Err(field(
+                "trajectory.n",
+                format!(
+                    "{:?} compares samples of a prompt: n must be at least 2",
+                    self.method
+                ),
+            ));
+        }
+        let d = &self.ddpo;
+        if self.method == Method::Ddpo {
+            if !(d.eta > 0.0 && d.clip > 0.0 && d.adv_clip > 0.0) {
+                return Err(field(
+                    "ddpo",
+                    "eta, clip and adv_clip must be positive".into(),
+                ));
+            }
+            if d.train_timesteps == 0 {
+                return Err(field("ddpo.train_timesteps", "must be at least 1".into()));
+            }
+        }
+        if !(self.dpo.beta.is_finite() && self.dpo.beta > 0.0) {
+            return Err(field(
+                "dpo.beta",
+                format!("{} is not positive", self.dpo.beta),
+            ));
+        }
         self.optim.validate().map_err(|m| field("optim", m))?;
         if self.gradient_checkpointing && self.method != Method::Standard {
             return Err(field(
@@ -304,15 +395,15 @@ impl TrainConfig {
                     format!("unknown sampler `{}`", v.sampler),
                 ));
             }
-            if v.steps == 0 || (v.prompts.is_empty() && v.count == 0) {
+            if v.steps == 0 || v.seeds == 0 || (v.prompts.is_empty() && v.count == 0) {
                 return Err(field(
                     "validation",
-                    "steps and count must be at least 1".into(),
+                    "steps, seeds and count must be at least 1".into(),
                 ));
             }
         }
-        if self.method != Method::SharpenRlhf && matches!(self.data, DataConfig::Prompts { .. }) {
-            bail!("config field `data`: {:?} trains on images; a prompt list serves only sharpen-rlhf", self.method);
+        if !self.method.online() && matches!(self.data, DataConfig::Prompts { .. }) {
+            bail!("config field `data`: {:?} trains on images; a prompt list serves only sharpen-rlhf, ddpo and diffusion-dpo", self.method);
         }
         Ok(())
     }
@@ -337,6 +428,23 @@ impl TrainConfig {
             ref_first_step_only: r.ref_first_step_only,
             reward_scale: r.reward_scale,
             rollout_cfg: r.rollout_cfg,
+        }
+    }
+
+    pub fn dpo(&self) -> DpoConfig {
+        DpoConfig {
+            beta: self.dpo.beta,
+            rollout_cfg: self.rlhf.rollout_cfg,
+        }
+    }
+
+    pub fn ddpo(&self) -> DdpoConfig {
+        let d = self.ddpo;
+        DdpoConfig {
+            eta: d.eta,
+            clip: d.clip,
+            adv_clip: d.adv_clip,
+            rollout_cfg: self.rlhf.rollout_cfg,
         }
     }
 }

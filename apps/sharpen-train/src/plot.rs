@@ -20,6 +20,7 @@ const GREY: Rgb = [200, 200, 200];
 const BLUE: Rgb = [31, 119, 180];
 const GREEN: Rgb = [44, 160, 44];
 const RED: Rgb = [214, 39, 40];
+const ORANGE: Rgb = [255, 127, 14];
 
 /// 5x7 glyphs, one byte per row (low 5 bits, left pixel = bit 4).
 fn glyph(c: char) -> [u8; 7] {
@@ -174,7 +175,8 @@ fn panel(canvas: &mut Canvas, top: usize, title: &str, series: &[Series<'_>]) {
     }
     canvas.text(LEFT, top + 6, title, BLACK);
     let mut legend_x = LEFT + Canvas::text_width(title) + 24;
-    for (name, colour, _) in series.iter().filter(|_| series.len() > 1) {
+    let shown: Vec<_> = series.iter().filter(|s| !s.2.is_empty()).collect();
+    for (name, colour, _) in shown.iter().filter(|_| shown.len() > 1) {
         canvas.text(legend_x, top + 6, name, *colour);
         legend_x += Canvas::text_width(name) + 16;
     }
@@ -217,8 +219,13 @@ fn panel(canvas: &mut Canvas, top: usize, title: &str, series: &[Series<'_>]) {
             let b = (px(pair[1].0) as i64, py(pair[1].1) as i64);
             canvas.line(a, b, *colour);
         }
-        if let [only] = points.as_slice() {
-            canvas.set(px(only.0) as i64, py(only.1) as i64, *colour);
+        // Short series (such as validation scores at checkpoints): a dot at each point.
+        if points.len() <= SMOOTH_FROM {
+            for &(s, v) in points {
+                for (dx, dy) in (-2..=2).flat_map(|a| (-2..=2).map(move |b| (a, b))) {
+                    canvas.set(px(s) as i64 + dx, py(v) as i64 + dy, *colour);
+                }
+            }
         }
     }
     let (hi_l, lo_l) = (label(hi), label(lo));
@@ -245,20 +252,34 @@ fn panel(canvas: &mut Canvas, top: usize, title: &str, series: &[Series<'_>]) {
     );
 }
 
-/// Reads `metrics` and writes the two-panel plot to `out` (through a temporary file).
-pub fn write_plot(metrics: &Path, out: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(metrics)
-        .with_context(|| format!("reading {}", metrics.display()))?;
-    let rows: Vec<serde_json::Value> = text
+/// The JSON lines of `path`; a missing file has none.
+fn read_rows(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let series = |key: &str| -> Vec<(f64, f64)> {
-        rows.iter()
-            .filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?)))
-            .filter(|(_, v)| v.is_finite())
-            .collect()
-    };
+        .collect())
+}
+
+/// (step, value) of `key` over `rows`, finite values only.
+fn series(rows: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?)))
+        .filter(|(_, v)| v.is_finite())
+        .collect()
+}
+
+/// Reads `metrics` (and `validation`, when present: the reward of the fixed validation samples,
+/// drawn over the training rewards) and writes the two-panel plot to `out` (through a temporary
+/// file).
+pub fn write_plot(metrics: &Path, validation: &Path, out: &Path) -> anyhow::Result<()> {
+    let rows = read_rows(metrics)?;
+    let validated = read_rows(validation)?;
+    let series = |key: &str| series(&rows, key);
     let mut canvas = Canvas::new();
     panel(&mut canvas, 0, "loss", &[("loss", BLUE, series("loss"))]);
     panel(
@@ -269,6 +290,11 @@ pub fn write_plot(metrics: &Path, out: &Path) -> anyhow::Result<()> {
             ("mean", BLUE, series("reward_mean")),
             ("best", GREEN, series("reward_best")),
             ("worst", RED, series("reward_worst")),
+            (
+                "validation",
+                ORANGE,
+                self::series(&validated, "reward_mean"),
+            ),
         ],
     );
     write_png(out, &canvas.pixels, W, H)
@@ -310,8 +336,16 @@ mod tests {
             })
             .collect();
         std::fs::write(&metrics, lines).unwrap();
+        let validation = dir.path().join("validation.jsonl");
         let out = dir.path().join("metrics.png");
-        write_plot(&metrics, &out).unwrap();
+        write_plot(&metrics, &validation, &out).unwrap();
+        let without = std::fs::read(&out).unwrap();
+        std::fs::write(
+            &validation,
+            "{\"step\":0,\"reward_mean\":0.1}\n{\"step\":15,\"reward_mean\":0.3}\n{\"step\":30,\"reward_mean\":0.5}\n",
+        )
+        .unwrap();
+        write_plot(&metrics, &validation, &out).unwrap();
         let decoder =
             png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
         let mut reader = decoder.read_info().unwrap();
@@ -324,6 +358,15 @@ mod tests {
         assert!(count(GREEN) > 100, "reward-best curve drawn");
         assert!(count(BLACK) > 1000, "axes and labels drawn");
         assert!(!dir.path().join("metrics.png.tmp").exists());
+        let plotted = pixels[(PANEL_H + TOP) * W * 3..]
+            .chunks(3)
+            .filter(|p| *p == ORANGE)
+            .count();
+        assert!(
+            plotted >= 3 * 25,
+            "validation rewards drawn with a dot at each point, got {plotted} pixels"
+        );
+        assert_ne!(without, std::fs::read(&out).unwrap());
         assert!(
             count(light(BLUE)) > 100,
             "raw values drawn faintly under the average"

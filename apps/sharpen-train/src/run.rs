@@ -18,8 +18,8 @@ use sharpen_rewards::{JpegReward, JpegRewardKind, Reward, ShapesReward};
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
 use sharpen_trainer::{
-    lift_cond, rlhf_step, sft_step, standard_input, standard_loss, RlhfDraw, Rollout, StepModels,
-    TextCond, Trainer, VaeDecoder,
+    ddpo_step, dpo_step, lift_cond, rlhf_step, sft_step, standard_input, standard_loss, DdpoDraw,
+    DpoDraw, RlhfDraw, Rollout, StepModels, TextCond, Trainer, VaeDecoder,
 };
 use sharpen_weights::LoadOptions;
 
@@ -187,7 +187,8 @@ fn latent_scaling_factor<B: Backend>(
 
 /// Redraws `metrics.png`; a failure is logged, never fatal.
 fn plot(run: &RunDir) {
-    if let Err(e) = crate::plot::write_plot(&run.metrics_path(), &run.root.join("metrics.png")) {
+    let out = run.root.join("metrics.png");
+    if let Err(e) = crate::plot::write_plot(&run.metrics_path(), &run.validation_path(), &out) {
         tracing::warn!("could not draw metrics.png: {e:#}");
     }
 }
@@ -208,6 +209,12 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     let sampler = Sampler::new(SamplerKind::Ddim { eta: 0.0 }, &pipe.scheduler, 25);
     let generation = Sampler::new(
         SamplerKind::Ddim { eta: 0.0 },
+        &pipe.scheduler,
+        cfg.rlhf.generation_steps,
+    );
+    // DDPO's policy: stochastic DDIM.
+    let policy = Sampler::new(
+        SamplerKind::Ddim { eta: cfg.ddpo.eta },
         &pipe.scheduler,
         cfg.rlhf.generation_steps,
     );
@@ -271,21 +278,29 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             scheduler: pipe.scheduler.clone(),
             force_zeros_for_empty_prompt: pipe.force_zeros_for_empty_prompt,
         };
-        crate::samples::write_samples(
+        let scores = crate::samples::write_samples(
             &run.root,
             &current,
             &cfg.validation,
             &validation_prompts,
+            Some(reward.as_ref()),
             cfg.resolution,
             step,
-        )
+        )?
+        .expect("scored with the run's reward");
+        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        tracing::info!(step, reward_mean = mean, "validation samples");
+        run.append_validation(&serde_json::json!({
+            "step": step, "reward_mean": mean, "scores": scores,
+        }))?;
+        Ok(())
     };
     if trainer.state.step == 0 {
         sample(current(&trainer), 0)?;
     }
 
     // The empty prompt's conditioning, for guided rollouts: encoded once.
-    let empty = (cfg.method == Method::SharpenRlhf && rlhf.rollout_cfg != 1.0)
+    let empty = (cfg.method.online() && rlhf.rollout_cfg != 1.0)
         .then(|| encode(&pipe.text_encoders, &pipe.tokenizers, &[""], cfg.resolution))
         .transpose()?;
 
@@ -332,10 +347,33 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             Method::Autoencoder => Vec::new(),
             _ => vec![rng.below(schedule.num_train_timesteps())],
         };
-        let eps = Tensor::<B::InnerBackend, 4>::from_data(
-            TensorData::new(eps_values, [rows, latent_channels, latent, latent]),
-            &device,
-        );
+        let latents = |values: Vec<f32>, rows: usize| {
+            Tensor::<B::InnerBackend, 4>::from_data(
+                TensorData::new(values, [rows, latent_channels, latent, latent]),
+                &device,
+            )
+        };
+        // The baselines' further draws: Diffusion-DPO's pair noise; DDPO's step noises and the
+        // steps that get a gradient.
+        let per_row = latent_channels * latent * latent;
+        let pair_eps = (cfg.method == Method::DiffusionDpo)
+            .then(|| latents(rng.normals(cfg.batch_size * per_row), cfg.batch_size));
+        let ddpo_draw = (cfg.method == Method::Ddpo).then(|| {
+            let steps = cfg.rlhf.generation_steps;
+            let step_noise = (0..steps)
+                .map(|_| latents(rng.normals(rows * per_row), rows))
+                .collect();
+            let mut order: Vec<usize> = (0..steps).collect();
+            let k = cfg.ddpo.train_timesteps.min(steps);
+            for i in 0..k {
+                let j = i + rng.below(steps - i);
+                order.swap(i, j);
+            }
+            order.truncate(k);
+            order.sort_unstable();
+            (step_noise, order)
+        });
+        let eps = latents(eps_values, rows);
         // Frozen text encoders: conditioning without a graph. Trained ones: encoded below, with one.
         let cond = match cfg.method {
             Method::Autoencoder => None,
@@ -365,7 +403,8 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
 
         // The current weights without autograd, for rollouts (sharpening methods only).
         let sharpening = matches!(cfg.method, Method::SharpenSft | Method::SharpenRlhf);
-        let rollout_unet = sharpening.then(|| trainer.model().unet().valid());
+        let rollout_unet =
+            (sharpening || cfg.method == Method::Ddpo).then(|| trainer.model().unet().valid());
         let models = rollout_unet.as_ref().map(|rollout| StepModels {
             train: trainer.model().unet(),
             rollout,
@@ -460,6 +499,57 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     Some(reward_stats(&step.rollout, trajectory.n)),
                 )
             }
+            Method::DiffusionDpo => {
+                let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
+                let step = dpo_step(
+                    trainer.model().unet(),
+                    &pipe.unet,
+                    &decoder,
+                    reward.as_ref(),
+                    &generation,
+                    trajectory.n,
+                    &cfg.dpo(),
+                    frozen_cond(),
+                    uncond.as_ref(),
+                    &prompts,
+                    DpoDraw {
+                        noise: eps,
+                        eps: pair_eps.expect("drawn for diffusion-dpo"),
+                        t: timesteps[0],
+                    },
+                )?;
+                (
+                    Computed::Graph(step.loss),
+                    Some(reward_stats(&step.rollout, trajectory.n)),
+                )
+            }
+            Method::Ddpo => {
+                let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
+                let (step_noise, train_steps) = ddpo_draw.expect("drawn for ddpo");
+                let step = ddpo_step(
+                    trainer.model().unet(),
+                    rollout_unet
+                        .as_ref()
+                        .expect("ddpo samples with the current weights"),
+                    &decoder,
+                    reward.as_ref(),
+                    &policy,
+                    trajectory.n,
+                    &cfg.ddpo(),
+                    frozen_cond(),
+                    uncond.as_ref(),
+                    &prompts,
+                    DdpoDraw {
+                        noise: eps,
+                        step_noise,
+                        train_steps,
+                    },
+                )?;
+                (
+                    Computed::Graph(step.loss),
+                    Some(reward_stats(&step.rollout, trajectory.n)),
+                )
+            }
         };
         let scalar = |t: Tensor<B::InnerBackend, 1>| {
             t.into_data()
@@ -530,8 +620,8 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         if report.step % cfg.checkpoint_every == 0 || report.step == cfg.steps || interrupted {
             save(&trainer)?;
             saved_at = report.step;
-            plot(&run);
             sample(current(&trainer), report.step)?;
+            plot(&run);
         }
         if interrupted {
             bar.abandon_with_message("interrupted");
@@ -545,8 +635,8 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     }
     if saved_at != trainer.state.step {
         save(&trainer)?;
-        plot(&run);
         sample(current(&trainer), trainer.state.step)?;
+        plot(&run);
     }
     bar.finish();
     if cfg.export_pipeline {

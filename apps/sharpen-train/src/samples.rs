@@ -7,11 +7,13 @@ use std::path::Path;
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use sdxl_text::PromptBatch;
 use sdxl_vae::AutoencoderKL;
 use sharpen_pipeline::{
     image_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
 };
+use sharpen_rewards::Reward;
 use sharpen_schedulers::SamplerKind;
 use sharpen_trainer::train::run_dir::write_atomic;
 
@@ -19,22 +21,26 @@ use crate::config::ValidationSection;
 use crate::data::{image_tensor, Source};
 
 /// Generates the validation grid of `pipe` (the model as trained so far) at `step` into
-/// `dir/samples/`.
+/// `dir/samples/`: `config.seeds` rows of one image per prompt. With a reward, scores every image
+/// (through 8-bit RGB, as saved) and returns the scores, prompt-major within each row.
 pub fn write_samples<B: Backend>(
     dir: &Path,
     pipe: &SdxlPipeline<B>,
     config: &ValidationSection,
     prompts: &[String],
+    reward: Option<&dyn Reward<B>>,
     resolution: usize,
     step: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Vec<f64>>> {
     let sampler = SamplerKind::parse(&config.sampler)
         .with_context(|| format!("validation.sampler `{}`", config.sampler))?;
     let mut options = GenerateOptions::new(resolution, resolution);
     options.sampler = sampler;
     options.steps = config.steps;
     options.guidance_scale = config.guidance;
-    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let refs: Vec<&str> = (0..config.seeds)
+        .flat_map(|_| prompts.iter().map(String::as_str))
+        .collect();
     let latent = resolution / pipe.vae.config.downscale();
     let unet = &pipe.unet;
     let device = unet.conv_in.weight.val().device();
@@ -58,18 +64,47 @@ pub fn write_samples<B: Backend>(
         .context("generating validation samples")?;
     let images = sharpen_rewards::to_rgb8(generated.images);
     let n = images.len();
-    let png = write_grid(dir, &[images], resolution, step)?;
+    let scores = reward
+        .map(|r| score_rgb8(r, &images, &refs, resolution, &device))
+        .transpose()?;
+    let rows: Vec<Vec<Vec<u8>>> = images.chunks(prompts.len()).map(<[_]>::to_vec).collect();
+    let png = write_grid(dir, &rows, resolution, step)?;
     let sidecar = serde_json::json!({
         "step": step,
-        "prompts": prompts,
+        "prompts": refs,
         "seeds": (0..n).map(|i| image_seed(config.seed, i)).collect::<Vec<_>>(),
         "sampler": config.sampler, "steps": config.steps, "guidance": config.guidance,
+        "scores": scores,
     });
     write_atomic(
         &png.with_extension("json"),
         serde_json::to_string_pretty(&sidecar)?.as_bytes(),
     )?;
-    Ok(())
+    Ok(scores)
+}
+
+/// Scores RGB8 images (`side` x `side`) with `reward`.
+fn score_rgb8<B: Backend>(
+    reward: &dyn Reward<B>,
+    images: &[Vec<u8>],
+    prompts: &[&str],
+    side: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<f64>> {
+    let values: Vec<f32> = images.iter().flatten().map(|&v| v as f32 / 255.0).collect();
+    let batch = Tensor::<B, 4>::from_data(
+        TensorData::new(values, [images.len(), side, side, 3]),
+        device,
+    )
+    .permute([0, 3, 1, 2]);
+    let scores = reward
+        .score(batch, prompts)
+        .context("scoring the validation samples")?;
+    Ok(scores
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("float scores"))
 }
 
 /// Rows of equally sized RGB8 images as one PNG: `dir/samples/step-NNNNNN.png`.

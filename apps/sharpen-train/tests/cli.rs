@@ -113,7 +113,13 @@ fn uninterrupted_and_resumed(
 #[test]
 fn every_method_runs_and_writes_metrics_and_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
-    for method in ["standard", "sharpen-sft", "sharpen-rlhf"] {
+    for method in [
+        "standard",
+        "sharpen-sft",
+        "sharpen-rlhf",
+        "ddpo",
+        "diffusion-dpo",
+    ] {
         let cfg = config(tmp.path(), method, "");
         let run = tmp.path().join(format!("run-{method}"));
         ok(&train(&[
@@ -151,13 +157,38 @@ fn every_method_runs_and_writes_metrics_and_checkpoints() {
             assert!(png.is_file(), "{method}: {}", png.display());
             assert!(png.with_extension("json").is_file());
         }
+        // The validation samples scored with the run's reward at each of those steps.
+        let validation: Vec<serde_json::Value> =
+            std::fs::read_to_string(run.join("validation.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        let steps: Vec<u64> = validation
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, [0, 2, 4], "{method}");
+        for v in &validation {
+            let scores = v["scores"].as_array().unwrap();
+            assert_eq!(scores.len(), 4, "{method}: 4 prompts x 1 seed");
+            let mean = scores.iter().map(|s| s.as_f64().unwrap()).sum::<f64>() / 4.0;
+            assert!((v["reward_mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+            assert!(mean < 0.0, "JPEG compressibility is minus a size: {v}");
+        }
     }
 }
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
+    for method in ["sharpen-rlhf", "ddpo"] {
+        resumed_equals_uninterrupted(method);
+    }
+}
+
+fn resumed_equals_uninterrupted(method: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path(), "sharpen-rlhf", "caption_dropout = 0.3");
+    let cfg = config(tmp.path(), method, "caption_dropout = 0.3");
     let cfg = cfg.to_str().unwrap();
     let (a, b) = uninterrupted_and_resumed(tmp.path(), cfg, |b| {
         let again = train(&["--config", cfg, "--output-dir", b.to_str().unwrap()]);
@@ -167,11 +198,13 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         );
         assert!(String::from_utf8_lossy(&again.stderr).contains("--resume latest"));
     });
-    assert_eq!(metrics(&a), metrics(&b));
+    assert_eq!(metrics(&a), metrics(&b), "{method}");
+    let validation = |run: &Path| std::fs::read_to_string(run.join("validation.jsonl")).unwrap();
+    assert_eq!(validation(&a), validation(&b), "{method}");
     assert_eq!(
         weights(&a, "step-000004"),
         weights(&b, "step-000004"),
-        "bit-identical weights"
+        "{method}: bit-identical weights"
     );
     assert_ne!(
         weights(&a, "step-000002"),
@@ -203,6 +236,27 @@ fn bad_configs_name_the_field() {
         assert!(!out.status.success(), "{extra}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{extra}: {err}");
+    }
+    for (method, extra, needle) in [
+        ("ddpo", "[trajectory]\nn = 1", "trajectory.n"),
+        ("diffusion-dpo", "[trajectory]\nn = 1", "trajectory.n"),
+        (
+            "ddpo",
+            "[ddpo]\ntrain_timesteps = 0",
+            "ddpo.train_timesteps",
+        ),
+        ("diffusion-dpo", "[dpo]\nbeta = 0", "dpo.beta"),
+    ] {
+        let cfg = config(tmp.path(), method, extra);
+        let out = train(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--output-dir",
+            tmp.path().join("x").to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{method}: {extra}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{method} {extra}: {err}");
     }
     let out = train(&["--config", "no/such.toml"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such.toml"));

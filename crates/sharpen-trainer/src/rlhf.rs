@@ -55,14 +55,30 @@ pub fn generate<B: Backend>(
     let mut state = SamplerState::default();
     for (i, &t) in sampler.timesteps().iter().enumerate() {
         let input = sampler.scale_model_input(x.clone(), i);
-        let mut eps = model.predict(input.clone(), t as usize, cond);
-        if let (Some(uncond), true) = (uncond, guidance != 1.0) {
-            let eps_u = model.predict(input, t as usize, uncond);
-            eps = eps_u.clone() + (eps - eps_u).mul_scalar(guidance);
-        }
+        let eps = guided_eps(model, input, t as usize, cond, uncond, guidance);
         x = sampler.step(i, eps, x, None, &mut state).prev_sample;
     }
     x
+}
+
+/// The noise prediction with classifier-free guidance when `uncond` is given and
+/// `guidance != 1`: `eps_u + guidance * (eps_c - eps_u)`.
+pub fn guided_eps<B: Backend>(
+    model: &impl EpsModel<B>,
+    x: Tensor<B, 4>,
+    t: usize,
+    cond: &TextCond<B>,
+    uncond: Option<&TextCond<B>>,
+    guidance: f64,
+) -> Tensor<B, 4> {
+    let eps = model.predict(x.clone(), t, cond);
+    match uncond {
+        Some(uncond) if guidance != 1.0 => {
+            let eps_u = model.predict(x, t, uncond);
+            eps_u.clone() + (eps - eps_u).mul_scalar(guidance)
+        }
+        _ => eps,
+    }
 }
 
 /// The reference model's mean step loss over the given trajectory states (no graph): [rows].

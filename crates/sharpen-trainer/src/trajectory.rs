@@ -144,14 +144,9 @@ pub fn rollout_with_states<B: Backend>(
         states.push(x.clone());
         let eps_hat = model.predict(x.clone(), t, cond);
         let (next, x0_hat) = ddim_next(sampler, t, stride, eps_hat, x);
-        let scores = reward.score(decoder.decode(x0_hat), &row_prompts)?;
-        let scores: Vec<f32> = scores
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("float scores");
+        let scores = score_latents(decoder, reward, x0_hat, &row_prompts)?;
         for (row, s) in scores.into_iter().enumerate() {
-            step_rewards[row].push(s as f64);
+            step_rewards[row].push(s);
         }
         x = next;
     }
@@ -164,6 +159,21 @@ pub fn rollout_with_states<B: Backend>(
         selections,
     };
     Ok((rollout, states))
+}
+
+/// Rewards of clean latents [rows, c, h, w] decoded by `decoder`, one prompt per row.
+pub fn score_latents<B: Backend>(
+    decoder: &impl LatentDecoder<B>,
+    reward: &dyn Reward<B>,
+    latents: Tensor<B, 4>,
+    row_prompts: &[&str],
+) -> Result<Vec<f64>, TrajectoryError> {
+    let scores = reward.score(decoder.decode(latents), row_prompts)?;
+    Ok(scores
+        .into_data()
+        .convert::<f64>()
+        .into_vec()
+        .expect("float scores"))
 }
 
 /// The path loss L = mean_k mean_{C,H,W} (eps_hat_k - eps)^2 of each row's trajectory from

@@ -57,6 +57,44 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), RunDirError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// Appends one JSON line to `path` (flushed, so a crash loses at most the line being written).
+fn append_line(path: &Path, line: &serde_json::Value) -> Result<(), RunDirError> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))?;
+    writeln!(f, "{line}").map_err(io(path))?;
+    f.flush().map_err(io(path))
+}
+
+/// Keeps the JSON lines of `path` whose `step` is at most `step`.
+fn truncate_lines(path: &Path, step: usize) -> Result<(), RunDirError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let step_of = |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["step"].as_u64())
+            .map(|s| s as usize)
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    // Everything up to the last line of the checkpoint's step, in order; without such a
+    // line, the lines of earlier steps.
+    let kept: Vec<&str> = match lines.iter().rposition(|l| step_of(l) == Some(step)) {
+        Some(last) => lines[..=last].to_vec(),
+        None => lines
+            .into_iter()
+            .filter(|l| step_of(l).is_some_and(|s| s <= step))
+            .collect(),
+    };
+    let kept: String = kept.iter().map(|l| format!("{l}\n")).collect();
+    write_atomic(path, kept.as_bytes())
+}
+
 impl RunDir {
     pub fn create(root: impl Into<PathBuf>) -> Result<Self, RunDirError> {
         let root = root.into();
@@ -72,46 +110,27 @@ impl RunDir {
         self.root.join("checkpoints")
     }
 
+    /// `DIR/validation.jsonl`: one line per validation (step, reward of the fixed samples).
+    pub fn validation_path(&self) -> PathBuf {
+        self.root.join("validation.jsonl")
+    }
+
     /// Appends one metrics line (flushed, so a crash loses at most the line being written).
     pub fn append_metrics(&self, line: &serde_json::Value) -> Result<(), RunDirError> {
-        let path = self.metrics_path();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        writeln!(f, "{line}").map_err(io(&path))?;
-        f.flush().map_err(io(&path))
+        append_line(&self.metrics_path(), line)
     }
 
-    /// Keeps the metrics lines of steps up to `step` (a resumed run rewrites what came after).
+    /// Appends one line to `validation.jsonl`.
+    pub fn append_validation(&self, line: &serde_json::Value) -> Result<(), RunDirError> {
+        append_line(&self.validation_path(), line)
+    }
+
+    /// Keeps the metrics and validation lines of steps up to `step` (a resumed run rewrites what
+    /// came after).
     pub fn truncate_metrics(&self, step: usize) -> Result<(), RunDirError> {
-        let path = self.metrics_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        let step_of = |l: &str| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .map(|s| s as usize)
-        };
-        let lines: Vec<&str> = text.lines().collect();
-        // Everything up to the last line of the checkpoint's step, in order; without such a
-        // line, the lines of earlier steps.
-        let kept: Vec<&str> = match lines.iter().rposition(|l| step_of(l) == Some(step)) {
-            Some(last) => lines[..=last].to_vec(),
-            None => lines
-                .into_iter()
-                .filter(|l| step_of(l).is_some_and(|s| s <= step))
-                .collect(),
-        };
-        let kept: String = kept.iter().map(|l| format!("{l}\n")).collect();
-        write_atomic(&path, kept.as_bytes())
+        truncate_lines(&self.metrics_path(), step)?;
+        truncate_lines(&self.validation_path(), step)
     }
-
     /// Writes checkpoint `step`: `write` fills a fresh temporary directory (model files,
     /// optimizer state), then `state.json` is added, the directory renamed into place and
     /// `latest` pointed at it. Returns the checkpoint's directory.

@@ -1,0 +1,177 @@
+//! The DDPO baseline (method.md section 9): denoising as a policy of stochastic DDIM steps, the
+//! reward of each final sample turned into per-prompt normalised advantages, and the PPO-clip
+//! objective on the log-probabilities of the sampled steps.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use sharpen_loss::{group_advantages, ppo_clip_loss};
+use sharpen_rewards::Reward;
+use sharpen_schedulers::Sampler;
+
+use crate::dpo::{sample_rollout, BaselineStep};
+use crate::model::{EpsModel, LatentDecoder, TextCond};
+use crate::rlhf::guided_eps;
+use crate::trajectory::{lift_cond, score_latents, TrajectoryError};
+
+/// DDPO's knobs (ddpo-pytorch's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DdpoConfig {
+    /// Stochasticity of the DDIM policy (1: the DDPM-like policy DDPO uses).
+    pub eta: f64,
+    /// PPO's clip range of the probability ratio.
+    pub clip: f64,
+    /// Advantages are clamped to +- this.
+    pub adv_clip: f64,
+    /// Guidance scale of the policy (1 = off); the guided prediction is the policy's mean.
+    pub rollout_cfg: f64,
+}
+
+impl Default for DdpoConfig {
+    fn default() -> Self {
+        Self {
+            eta: 1.0,
+            clip: 1e-4,
+            adv_clip: 5.0,
+            rollout_cfg: 1.0,
+        }
+    }
+}
+
+/// What a DDPO step draws.
+#[derive(Debug, Clone)]
+pub struct DdpoDraw<B: Backend> {
+    /// Initial noise, n samples per prompt: [prompts x n, c, h, w].
+    pub noise: Tensor<B, 4>,
+    /// The noise of every sampling step, each shaped like `noise`.
+    pub step_noise: Vec<Tensor<B, 4>>,
+    /// Which sampling steps (indices into the sampler's timesteps) get a gradient.
+    pub train_steps: Vec<usize>,
+}
+
+/// One DDPO step for a batch of prompts: sample n trajectories per prompt with the current
+/// weights (`rollout`, no graph) through `sampler` (DDIM with `config.eta`), keeping every state
+/// and each step's log-probability; score the final samples; normalise the rewards within each
+/// prompt; then recompute the chosen steps' log-probabilities with autograd (`train`) and
+/// average PPO's clipped objective over them.
+#[allow(clippy::too_many_arguments)]
+pub fn ddpo_step<B, M, R, D>(
+    train: &M,
+    rollout: &R,
+    decoder: &D,
+    reward: &dyn Reward<B::InnerBackend>,
+    sampler: &Sampler,
+    n: usize,
+    config: &DdpoConfig,
+    cond: &TextCond<B::InnerBackend>,
+    uncond: Option<&TextCond<B::InnerBackend>>,
+    prompts: &[&str],
+    draw: DdpoDraw<B::InnerBackend>,
+) -> Result<BaselineStep<B>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    M: EpsModel<B>,
+    R: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let rows = prompts.len() * n;
+    let timesteps = sampler.timesteps().to_vec();
+    let DdpoDraw {
+        noise,
+        step_noise,
+        train_steps,
+    } = draw;
+    if noise.dims()[0] != rows || cond.rows() != prompts.len() {
+        return Err(TrajectoryError::Input(format!(
+            "{} noise rows and {} condition rows for {} prompts x {n} samples",
+            noise.dims()[0],
+            cond.rows(),
+            prompts.len()
+        )));
+    }
+    if step_noise.len() != timesteps.len()
+        || train_steps.is_empty()
+        || train_steps.iter().any(|&i| i >= timesteps.len())
+    {
+        return Err(TrajectoryError::Input(format!(
+            "{} step noises and training steps {train_steps:?} for {} sampling steps",
+            step_noise.len(),
+            timesteps.len()
+        )));
+    }
+    let stride = (sampler.config.schedule.num_train_timesteps() / timesteps.len()) as i64;
+    let rows_cond = cond.repeat_rows(n);
+    let rows_uncond = uncond.map(|u| u.repeat_rows(n));
+    let g = config.rollout_cfg;
+
+    // Sampling: the policy's trajectory and its log-probabilities, without a graph.
+    let mut x = noise.mul_scalar(sampler.init_noise_sigma());
+    let mut states = vec![x.clone()];
+    let mut old_log_probs = Vec::with_capacity(timesteps.len());
+    for (&t, z) in timesteps.iter().zip(step_noise) {
+        let eps = guided_eps(
+            rollout,
+            x.clone(),
+            t as usize,
+            &rows_cond,
+            rows_uncond.as_ref(),
+            g,
+        );
+        let next = sampler
+            .ddim_step(t, t - stride, config.eta, eps.clone(), x.clone(), Some(z))
+            .prev_sample;
+        old_log_probs.push(sampler.ddim_log_prob(t, t - stride, config.eta, eps, x, next.clone()));
+        states.push(next.clone());
+        x = next;
+    }
+    let row_prompts: Vec<&str> = prompts
+        .iter()
+        .flat_map(|q| std::iter::repeat_n(*q, n))
+        .collect();
+    let scores = score_latents(decoder, reward, x, &row_prompts)?;
+    let advantages: Vec<f32> = group_advantages(&scores, n)
+        .into_iter()
+        .map(|a| a.clamp(-config.adv_clip, config.adv_clip) as f32)
+        .collect();
+    let device = states[0].device();
+    let advantages = Tensor::<B, 1>::from_floats(advantages.as_slice(), &device);
+
+    // The policy objective on the chosen steps, with autograd.
+    let train_cond = lift_cond::<B>(&rows_cond);
+    let train_uncond = rows_uncond.as_ref().map(lift_cond::<B>);
+    let losses: Vec<Tensor<B, 1>> = train_steps
+        .iter()
+        .map(|&i| {
+            let t = timesteps[i];
+            let x = Tensor::<B, 4>::from_inner(states[i].clone());
+            let eps = guided_eps(
+                train,
+                x.clone(),
+                t as usize,
+                &train_cond,
+                train_uncond.as_ref(),
+                g,
+            );
+            let log_prob = sampler.ddim_log_prob(
+                t,
+                t - stride,
+                config.eta,
+                eps,
+                x,
+                Tensor::from_inner(states[i + 1].clone()),
+            );
+            ppo_clip_loss(
+                log_prob,
+                Tensor::from_inner(old_log_probs[i].clone()),
+                advantages.clone(),
+                config.clip,
+            )
+            .mean()
+        })
+        .collect();
+    let k = losses.len() as f64;
+    let loss = Tensor::cat(losses, 0).sum().div_scalar(k);
+    Ok(BaselineStep {
+        loss,
+        rollout: sample_rollout(scores, n),
+    })
+}

@@ -1,0 +1,145 @@
+//! The Diffusion-DPO baseline (method.md section 9): preference pairs from the frozen base
+//! model's own samples ranked by the reward, one noising per pair, and the published loss
+//! against the same frozen model as reference.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use sharpen_loss::{diffusion_dpo_loss, select, step_loss};
+use sharpen_rewards::Reward;
+use sharpen_schedulers::training::add_noise;
+use sharpen_schedulers::Sampler;
+
+use crate::model::{select as select_rows, EpsModel, LatentDecoder, TextCond};
+use crate::rlhf::generate;
+use crate::trajectory::{lift_cond, score_latents, Rollout, TrajectoryError};
+
+/// Diffusion-DPO's knobs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpoConfig {
+    /// beta of the published loss (5000; it enters as beta / 2).
+    pub beta: f64,
+    /// Guidance scale of the pair generation (1 = off).
+    pub rollout_cfg: f64,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        Self {
+            beta: 5000.0,
+            rollout_cfg: 1.0,
+        }
+    }
+}
+
+/// What a Diffusion-DPO step draws.
+#[derive(Debug, Clone)]
+pub struct DpoDraw<B: Backend> {
+    /// Generation noise, n samples per prompt: [prompts x n, c, h, w].
+    pub noise: Tensor<B, 4>,
+    /// Each pair's shared training noise: [prompts, c, h, w].
+    pub eps: Tensor<B, 4>,
+    /// The shared training timestep.
+    pub t: usize,
+}
+
+/// A baseline step's result: the loss (with graph) and the rewards of its samples (one
+/// "step" per sample; selections are each prompt's best and worst).
+#[derive(Debug)]
+pub struct BaselineStep<B: AutodiffBackend> {
+    pub loss: Tensor<B, 1>,
+    pub rollout: Rollout,
+}
+
+/// Rewards of final samples as a one-step [`Rollout`], with per-prompt selections.
+pub(crate) fn sample_rollout(scores: Vec<f64>, n: usize) -> Rollout {
+    Rollout {
+        timesteps: Vec::new(),
+        step_rewards: scores.iter().map(|&s| vec![s]).collect(),
+        selections: scores.chunks(n).map(select).collect(),
+        scores,
+    }
+}
+
+/// One Diffusion-DPO step for a batch of prompts: `reference` (the frozen base model) generates n
+/// samples per prompt (`generation`: deterministic DDIM), the reward ranks them, each prompt's
+/// best and worst form a pair, both are noised with the pair's eps at `t`, and the loss compares
+/// the trained model's and the reference's errors. Prompts whose samples all tie are skipped.
+#[allow(clippy::too_many_arguments)]
+pub fn dpo_step<B, M, Ref, D>(
+    train: &M,
+    reference: &Ref,
+    decoder: &D,
+    reward: &dyn Reward<B::InnerBackend>,
+    generation: &Sampler,
+    n: usize,
+    config: &DpoConfig,
+    cond: &TextCond<B::InnerBackend>,
+    uncond: Option<&TextCond<B::InnerBackend>>,
+    prompts: &[&str],
+    draw: DpoDraw<B::InnerBackend>,
+) -> Result<BaselineStep<B>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    M: EpsModel<B>,
+    Ref: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let p = prompts.len();
+    let DpoDraw { noise, eps, t } = draw;
+    if noise.dims()[0] != p * n || eps.dims()[0] != p || cond.rows() != p {
+        return Err(TrajectoryError::Input(format!(
+            "{} noise rows, {} eps rows and {} condition rows for {p} prompts x {n} samples",
+            noise.dims()[0],
+            eps.dims()[0],
+            cond.rows()
+        )));
+    }
+    let schedule = &generation.config.schedule;
+    if t >= schedule.num_train_timesteps() {
+        return Err(TrajectoryError::Input(format!(
+            "timestep {t} outside the schedule"
+        )));
+    }
+    let rows_cond = cond.repeat_rows(n);
+    let rows_uncond = uncond.map(|u| u.repeat_rows(n));
+    let samples = generate(
+        reference,
+        generation,
+        noise,
+        &rows_cond,
+        rows_uncond.as_ref(),
+        config.rollout_cfg,
+    );
+    let row_prompts: Vec<&str> = prompts
+        .iter()
+        .flat_map(|q| std::iter::repeat_n(*q, n))
+        .collect();
+    let rollout = sample_rollout(
+        score_latents(decoder, reward, samples.clone(), &row_prompts)?,
+        n,
+    );
+    // Winners then losers, one row each per prompt; a pair shares its eps.
+    let chosen: Vec<usize> = (0..p)
+        .map(|q| rollout.winner_row(q, n))
+        .chain((0..p).map(|q| rollout.loser_row(q, n)))
+        .collect();
+    let eps2 = Tensor::cat(vec![eps.clone(), eps], 0);
+    let x_t = add_noise(schedule, select_rows(samples, &chosen), eps2.clone(), t);
+    let pair_cond = rows_cond.select_rows(&chosen);
+    let refs = step_loss(reference.predict(x_t.clone(), t, &pair_cond), eps2.clone());
+    let losses = step_loss(
+        train.predict(Tensor::from_inner(x_t), t, &lift_cond::<B>(&pair_cond)),
+        Tensor::from_inner(eps2),
+    );
+    let tie: Vec<bool> = rollout.selections.iter().map(|s| s.tie).collect();
+    let loss = diffusion_dpo_loss(
+        losses.clone().narrow(0, 0, p),
+        losses.narrow(0, p, p),
+        Tensor::from_inner(refs.clone().narrow(0, 0, p)),
+        Tensor::from_inner(refs.narrow(0, p, p)),
+        &tie,
+        config.beta,
+    )
+    .mean();
+    Ok(BaselineStep { loss, rollout })
+}
