@@ -1,10 +1,12 @@
-//! Shared by the `sharpen-*` binaries: which burn backend and device a run uses, and logging setup.
+//! Shared by the `sharpen-*` binaries: which burn backend and device a run uses, logging setup,
+//! and PNG line charts.
 //!
 //! Architecture Invariant: this crate and the apps are the only places that name a backend type.
 //! Libraries stay generic over `B: Backend`.
 
 mod device;
 mod logging;
+pub mod plot;
 
 #[cfg(feature = "cuda-untuned")]
 pub use device::CudaBackend;

@@ -129,7 +129,7 @@ fn write_grid(
     let out = dir.join("samples");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let png = out.join(format!("step-{step:06}.png"));
-    crate::plot::write_png(&png, &grid, width, rows.len() * side)?;
+    sharpen_app::plot::write_png(&png, &grid, width, rows.len() * side)?;
     Ok(png)
 }
 
