@@ -1,6 +1,7 @@
 //! `sharpen-eval`: evaluate models on prompt benchmarks with the reward zoo. So far: `shapes`,
-//! the shapes world's compositional benchmark.
+//! the shapes world's compositional benchmark, and `compare`, several methods on it side by side.
 
+mod compare;
 mod shapes;
 mod stats;
 
@@ -24,6 +25,10 @@ enum Job {
     /// A shapes-world model on a split's prompts: all-correct accuracy and partial credit (mean
     /// and 95% CI over seeds) for one object, two objects and overall.
     Shapes(shapes::ShapesArgs),
+    /// Several models and methods on the same shapes-world prompts and seeds: a table (Markdown
+    /// and JSON) with 95% CIs, reward vs NFEs (best-of-N curve of the base model, the other
+    /// methods as points) and reward vs training step.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +43,13 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "cuda")]
         (Job::Shapes(a), ResolvedDevice::Cuda(i)) => {
             shapes::run::<sharpen_app::CudaBackend>(a, burn::backend::cuda::CudaDevice::new(i))
+        }
+        (Job::Compare(a), ResolvedDevice::Cpu) => {
+            compare::run::<sharpen_app::CpuBackend>(a, Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        (Job::Compare(a), ResolvedDevice::Cuda(i)) => {
+            compare::run::<sharpen_app::CudaBackend>(a, burn::backend::cuda::CudaDevice::new(i))
         }
     }
 }

@@ -68,7 +68,7 @@ fn parse_split(s: &str) -> anyhow::Result<Split> {
 
 /// One seed's scores.
 #[derive(Debug, Clone, Copy, Default)]
-struct Tally {
+pub struct Tally {
     /// [single, pair]: (images, all-correct, partial credit sum).
     groups: [(usize, usize, f64); 2],
 }
@@ -82,7 +82,7 @@ impl Tally {
     }
 
     /// (accuracy, mean partial credit) of a group (`None`: both groups together).
-    fn rates(&self, group: Option<usize>) -> (f64, f64) {
+    pub fn rates(&self, group: Option<usize>) -> (f64, f64) {
         let (n, ok, sum) = match group {
             Some(g) => self.groups[g],
             None => {
@@ -119,47 +119,69 @@ struct Report {
     rows: Vec<Row>,
 }
 
-pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<()> {
-    let split = parse_split(&args.split)?;
-    let sampler = SamplerKind::parse(&args.sampler)
-        .with_context(|| format!("unknown --sampler `{}`", args.sampler))?;
-    anyhow::ensure!(
-        args.prompts > 0 && args.seeds > 0 && args.batch_size > 0 && args.best_of > 0,
-        "--prompts, --seeds, --best-of and --batch-size must be at least 1"
-    );
-    let pipe = SdxlPipeline::<B>::load(&args.model, &LoadOptions::default(), &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let world = ShapesWorld {
-        split,
-        size: args.resolution,
-        seed: args.prompt_seed,
-    };
-    let scenes: Vec<_> = (0..args.prompts as u64).map(|i| world.get(i).0).collect();
-    let captions: Vec<String> = scenes.iter().map(ToString::to_string).collect();
-    let mut options = GenerateOptions::new(args.resolution, args.resolution);
-    options.sampler = sampler;
-    options.steps = args.steps;
-    options.guidance_scale = args.guidance;
-    let latent = args.resolution / pipe.vae.config.downscale();
-    let channels = pipe.unet.config.in_channels;
+/// What every evaluated image shares: the prompts and how images are sampled.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Setup {
+    pub split: String,
+    pub prompts: usize,
+    pub prompt_seed: u64,
+    pub sampler: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub resolution: usize,
+    pub batch_size: usize,
+}
 
-    let bar = ProgressBar::new(args.seeds * (args.prompts * args.best_of) as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} images [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("a valid template"),
+impl Setup {
+    pub fn nfe_per_image(&self) -> usize {
+        self.steps * if self.guidance > 1.0 { 2 } else { 1 }
+    }
+
+    /// The split's first `prompts` scenes (the same for every model).
+    pub fn scenes(&self) -> anyhow::Result<Vec<shapes_world::Scene>> {
+        let world = ShapesWorld {
+            split: parse_split(&self.split)?,
+            size: self.resolution,
+            seed: self.prompt_seed,
+        };
+        Ok((0..self.prompts as u64).map(|i| world.get(i).0).collect())
+    }
+}
+
+/// The shapes scores of `candidates` images per prompt and evaluation seed:
+/// `[seed][candidate][prompt]`. Candidate 0 of seed s is the plain seed's image; each candidate
+/// has its own initial and step noise, the same for every model.
+pub fn score_candidates<B: Backend>(
+    pipe: &SdxlPipeline<B>,
+    setup: &Setup,
+    scenes: &[shapes_world::Scene],
+    seeds: u64,
+    candidates: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<Vec<Vec<shapes_world::ShapesScore>>>> {
+    let sampler = SamplerKind::parse(&setup.sampler)
+        .with_context(|| format!("unknown sampler `{}`", setup.sampler))?;
+    anyhow::ensure!(
+        setup.prompts > 0 && setup.batch_size > 0 && seeds > 0 && candidates > 0,
+        "prompts, seeds, best-of and batch size must be at least 1"
     );
-    let mut tallies = Vec::new();
-    for seed in 0..args.seeds {
-        let mut tally = Tally::default();
-        for start in (0..args.prompts).step_by(args.batch_size) {
-            let end = (start + args.batch_size).min(args.prompts);
-            let refs: Vec<&str> = captions[start..end].iter().map(String::as_str).collect();
-            let mut best: Vec<Option<shapes_world::ShapesScore>> = vec![None; refs.len()];
-            for candidate in 0..args.best_of {
-                // Candidate 0 is the plain seed's image, so best-of-1 is the base evaluation.
-                let noise_seed = candidate_seed(seed, candidate);
+    let captions: Vec<String> = scenes.iter().map(ToString::to_string).collect();
+    let mut options = GenerateOptions::new(setup.resolution, setup.resolution);
+    options.sampler = sampler;
+    options.steps = setup.steps;
+    options.guidance_scale = setup.guidance;
+    let latent = setup.resolution / pipe.vae.config.downscale();
+    let channels = pipe.unet.config.in_channels;
+    let device = pipe.unet.conv_in.weight.val().device();
+    let mut out = Vec::new();
+    for seed in 0..seeds {
+        let mut per_candidate = Vec::new();
+        for candidate in 0..candidates {
+            let noise_seed = candidate_seed(seed, candidate);
+            let mut scores = Vec::with_capacity(captions.len());
+            for start in (0..captions.len()).step_by(setup.batch_size) {
+                let end = (start + setup.batch_size).min(captions.len());
+                let refs: Vec<&str> = captions[start..end].iter().map(String::as_str).collect();
                 let latents = seeded_noise(
                     noise_seed,
                     start,
@@ -181,24 +203,58 @@ pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<(
                     )
                     .context("generating")?;
                 let images = sharpen_rewards::to_rgb8(generated.images);
-                for (i, rgb) in images.iter().enumerate() {
-                    let score = shapes_world::score(rgb, args.resolution, refs[i]);
-                    if best[i].is_none_or(|b| score.partial > b.partial) {
-                        best[i] = Some(score);
-                    }
+                for (rgb, caption) in images.iter().zip(&refs) {
+                    scores.push(shapes_world::score(rgb, setup.resolution, caption));
                 }
                 bar.inc(refs.len() as u64);
             }
-            for (i, score) in best.into_iter().enumerate() {
-                tally.add(
-                    scenes[start + i].second.is_some(),
-                    score.expect("at least one candidate"),
-                );
-            }
+            per_candidate.push(scores);
         }
-        tallies.push(tally);
+        out.push(per_candidate);
     }
+    Ok(out)
+}
+
+/// The tally of one seed under best-of-`n`: per prompt, the first `n` candidates' best by
+/// partial credit (the verifier).
+pub fn best_of_tally(
+    scenes: &[shapes_world::Scene],
+    candidates: &[Vec<shapes_world::ShapesScore>],
+    n: usize,
+) -> Tally {
+    let mut tally = Tally::default();
+    for (p, scene) in scenes.iter().enumerate() {
+        let best = candidates[..n]
+            .iter()
+            .map(|c| c[p])
+            .reduce(|best, s| if s.partial > best.partial { s } else { best })
+            .expect("at least one candidate");
+        tally.add(scene.second.is_some(), best);
+    }
+    tally
+}
+
+pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<()> {
+    let setup = Setup {
+        split: args.split.clone(),
+        prompts: args.prompts,
+        prompt_seed: args.prompt_seed,
+        sampler: args.sampler.clone(),
+        steps: args.steps,
+        guidance: args.guidance,
+        resolution: args.resolution,
+        batch_size: args.batch_size,
+    };
+    let scenes = setup.scenes()?;
+    let pipe = SdxlPipeline::<B>::load(&args.model, &LoadOptions::default(), &device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let bar = progress(args.seeds * (args.prompts * args.best_of) as u64);
+    let scores = score_candidates(&pipe, &setup, &scenes, args.seeds, args.best_of, &bar)?;
     bar.finish_and_clear();
+    let tallies: Vec<Tally> = scores
+        .iter()
+        .map(|seed| best_of_tally(&scenes, seed, args.best_of))
+        .collect();
 
     let per_group = |group: Option<usize>, name: &'static str| {
         let images = match group {
@@ -223,7 +279,7 @@ pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<(
         steps: args.steps,
         guidance: args.guidance,
         best_of: args.best_of,
-        nfe_per_image: args.best_of * args.steps * if args.guidance > 1.0 { 2 } else { 1 },
+        nfe_per_image: args.best_of * setup.nfe_per_image(),
         rows: vec![
             per_group(Some(0), "one object"),
             per_group(Some(1), "two objects"),
@@ -237,6 +293,18 @@ pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<(
         write(&path.with_extension("md"), &table)?;
     }
     Ok(())
+}
+
+/// A progress bar over `len` images.
+pub fn progress(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("a valid template"),
+    );
+    bar
 }
 
 /// Noise seed of best-of-N candidate `k` under evaluation seed `seed` (candidate 0 = `seed`).
@@ -266,7 +334,7 @@ fn markdown(r: &Report) -> String {
     out
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

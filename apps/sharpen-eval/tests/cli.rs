@@ -91,3 +91,96 @@ fn bad_arguments_are_named() {
     ]);
     assert!(String::from_utf8_lossy(&run.stderr).contains("--split `test`"));
 }
+
+#[test]
+fn compare_puts_methods_on_the_same_prompts_and_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("validation.jsonl"),
+        "{\"step\":0,\"reward_mean\":0.2}\n{\"step\":10,\"reward_mean\":0.4}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("cmp");
+    let config = tmp.path().join("cmp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"prompts = 5
+seeds = 2
+steps = 3
+batch_size = 4
+best_of = [1, 2]
+output = "{}"
+
+[[method]]
+name = "base"
+models = ["tests/fixtures/pipeline/tiny-sdxl"]
+runs = ["{}"]
+"#,
+            out.display(),
+            run.display()
+        ),
+    )
+    .unwrap();
+    let tiny = "tests/fixtures/pipeline/tiny-sdxl";
+    let twice = format!("again={tiny},{tiny}");
+    let result = eval(&[
+        "compare",
+        "--config",
+        config.to_str().unwrap(),
+        "--method",
+        &twice,
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let key = |r: &serde_json::Value| {
+        (
+            r["method"].as_str().unwrap().to_string(),
+            r["best_of"].as_u64().unwrap(),
+            r["nfe_per_image"].as_u64().unwrap(),
+            r["repeats"].as_u64().unwrap(),
+        )
+    };
+    let keys: Vec<_> = rows.iter().map(key).collect();
+    assert_eq!(
+        keys,
+        [
+            ("base".to_string(), 1, 6, 2),
+            ("base".to_string(), 2, 12, 2),
+            ("again".to_string(), 1, 6, 4),
+        ]
+    );
+    // The same model on the same prompts and seeds scores the same, whichever method it is.
+    for metric in ["all_correct", "one_object", "two_objects", "reward"] {
+        assert_eq!(rows[0][metric]["mean"], rows[2][metric]["mean"], "{metric}");
+    }
+    let reward = |r: &serde_json::Value| r["reward"]["mean"].as_f64().unwrap();
+    assert!(
+        reward(&rows[1]) >= reward(&rows[0]),
+        "best of 2 >= best of 1"
+    );
+    let table = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(table.contains("| again | 1 | 6 | 4 |"), "{table}");
+    for png in ["reward-vs-nfe.png", "reward-vs-step.png"] {
+        let bytes = std::fs::read(out.join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{png}");
+    }
+
+    // Errors name what is wrong.
+    let bad = eval(&["compare", "--method", &twice, "--base", "nobody"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no method is named `nobody`"));
+    std::fs::write(&config, "prompts = 5\nprompt = 3\n").unwrap();
+    let bad = eval(&["compare", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("cmp.toml") && err.contains("prompt"), "{err}");
+    let bad = eval(&["compare", "--method", "no-equals-sign"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("NAME=PATH"));
+}
