@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod download;
+mod experiment;
 mod manifest;
 mod shapes;
 
@@ -44,6 +45,18 @@ enum Task {
         #[command(subcommand)]
         action: ShapesAction,
     },
+    /// Experiments that produce the pages under docs/results/.
+    Experiment {
+        #[command(subcommand)]
+        which: Experiment,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Experiment {
+    /// The shapes-world table: every method at an equal reward-query budget, several seeds, the
+    /// n and m ablations, best-of-N of the base model; writes docs/results/shapes.md.
+    Shapes(experiment::Options),
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +105,13 @@ fn main() -> anyhow::Result<()> {
         Task::ShapesModel {
             action: ShapesAction::Init { out, seed },
         } => shapes::init(&workspace_root(), &out, seed),
+        Task::Experiment {
+            which: Experiment::Shapes(options),
+        } => {
+            // Paths of the experiment are relative to the workspace root.
+            std::env::set_current_dir(workspace_root()).context("entering the workspace")?;
+            experiment::run(&options)
+        }
         Task::ShapesModel {
             action:
                 ShapesAction::Sample {

@@ -1,0 +1,396 @@
+//! `cargo xtask experiment shapes`: the shapes-world table of issue 7. Trains every method at an
+//! equal reward-query budget (base, standard fine-tuning, DDPO, Diffusion-DPO, sharpen-SFT,
+//! sharpen-RLHF; and the n and m ablations of sharpen-SFT at equal steps) for several seeds with
+//! `sharpen-train`, evaluates them all on the same held-out prompts and seeds with
+//! `sharpen-eval compare` (best-of-N of the base model for the NFE plot), and writes
+//! `docs/results/shapes.md`. Runs that finished are kept; interrupted ones resume.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// What the experiment trains and evaluates.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Run folders go here.
+    #[arg(long, default_value = "runs/experiment-shapes")]
+    pub out: PathBuf,
+    /// The results page; its plots and tables go beside it in a folder of the same name.
+    #[arg(long, default_value = "docs/results/shapes.md")]
+    pub results: PathBuf,
+    /// The base model every method starts from.
+    #[arg(long, default_value = "assets/shapes-model")]
+    pub model: PathBuf,
+    /// Training seeds per method.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Reward queries per training run (the equal budget).
+    #[arg(long, default_value_t = 2160)]
+    pub queries: usize,
+    /// Prompts per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Held-out prompts of the evaluation.
+    #[arg(long, default_value_t = 64)]
+    pub eval_prompts: usize,
+    /// Evaluation seeds per trained model.
+    #[arg(long, default_value_t = 2)]
+    pub eval_seeds: u64,
+    /// Best-of-N sizes of the base model.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    pub best_of: Vec<usize>,
+    /// Skip the n and m ablations.
+    #[arg(long)]
+    pub no_ablations: bool,
+    /// Write the configs and the plan, train and evaluate nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// One training run of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// The row it belongs to in the table.
+    pub method: String,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub steps: usize,
+    /// Reward queries per optimizer step (at most: short trajectories near t = 0 query less).
+    pub queries_per_step: usize,
+    pub config: String,
+}
+
+const N: usize = 3;
+const M: usize = 3;
+const ABLATION: [usize; 4] = [1, 2, 4, 8];
+
+/// Method-specific config lines: (method key, reward queries per prompt per step, extra TOML).
+fn method_lines(row: &str) -> (&'static str, usize, String) {
+    let online = "[rlhf]\nrollout_cfg = 2.0\ngeneration_steps = 10\n";
+    let trajectory = |n: usize, m: usize| format!("[trajectory]\nn = {n}\nm = {m}\nstride = 40\n");
+    match row {
+        "standard" => ("standard", 0, "caption_dropout = 0.1\n".into()),
+        "sharpen-sft" => ("sharpen-sft", N * M, trajectory(N, M)),
+        "sharpen-rlhf" => (
+            "sharpen-rlhf",
+            N * M,
+            format!("{}{online}reward_margin = \"outside\"\n", trajectory(N, M)),
+        ),
+        "ddpo" => ("ddpo", N, format!("{}{online}", trajectory(N, 1))),
+        "diffusion-dpo" => ("diffusion-dpo", N, format!("{}{online}", trajectory(N, 1))),
+        other => {
+            // Ablations: "sharpen-sft n=K" or "sharpen-sft m=K".
+            let (knob, k) = other
+                .rsplit_once(' ')
+                .and_then(|(_, kv)| kv.split_once('='))
+                .and_then(|(knob, k)| Some((knob, k.parse::<usize>().ok()?)))
+                .unwrap_or_else(|| panic!("unknown experiment row `{other}`"));
+            let (n, m) = if knob == "n" { (k, M) } else { (N, k) };
+            ("sharpen-sft", n * m, trajectory(n, m))
+        }
+    }
+}
+
+fn learning_rate(method: &str) -> f64 {
+    match method {
+        "standard" | "sharpen-sft" => 2e-5,
+        _ => 1e-5,
+    }
+}
+
+/// The runs: main rows at an equal reward-query budget (standard fine-tuning, which queries no
+/// reward, takes as many steps as sharpen-SFT), ablations at sharpen-SFT's step count.
+pub fn plan(o: &Options) -> anyhow::Result<Vec<Planned>> {
+    if o.seeds == 0 || o.batch_size == 0 {
+        bail!("--seeds and --batch-size must be at least 1");
+    }
+    let sharpen_steps = o.queries / (o.batch_size * N * M);
+    if sharpen_steps == 0 {
+        bail!(
+            "--queries {}: less than one sharpening step ({} queries)",
+            o.queries,
+            o.batch_size * N * M
+        );
+    }
+    let mut rows: Vec<String> = [
+        "standard",
+        "ddpo",
+        "diffusion-dpo",
+        "sharpen-sft",
+        "sharpen-rlhf",
+    ]
+    .map(String::from)
+    .to_vec();
+    if !o.no_ablations {
+        for k in ABLATION {
+            rows.push(format!("sharpen-sft n={k}"));
+        }
+        for k in ABLATION {
+            rows.push(format!("sharpen-sft m={k}"));
+        }
+    }
+    let mut runs = Vec::new();
+    for row in &rows {
+        let (method, per_prompt, extra) = method_lines(row);
+        let per_step = per_prompt * o.batch_size;
+        let steps = if per_step == 0 || row.contains('=') {
+            sharpen_steps
+        } else {
+            o.queries / per_step
+        };
+        let validation_every = (steps / 4).max(1);
+        for seed in 0..o.seeds {
+            let name = format!("{}-s{seed}", row.replace([' ', '='], ""));
+            let dir = o.out.join(&name);
+            let config = format!(
+                "# Written by `cargo xtask experiment shapes`: row `{row}`, seed {seed}.\n\
+                 name = \"{name}\"\nmethod = \"{method}\"\nmodel = \"{model}\"\nreward = \"shapes\"\n\
+                 seed = {seed}\nsteps = {steps}\nbatch_size = {batch}\nresolution = 32\n\
+                 checkpoint_every = {validation_every}\n{extra}\
+                 [data]\nkind = \"shapes\"\nseed = {seed}\n\
+                 [optim]\nlr = {lr:e}\n\
+                 [validation]\ncount = 8\nseeds = 2\nguidance = 2.0\n",
+                model = o.model.display(),
+                batch = o.batch_size,
+                lr = learning_rate(method),
+            );
+            runs.push(Planned {
+                method: row.clone(),
+                seed,
+                dir,
+                steps,
+                queries_per_step: per_step,
+                config,
+            });
+        }
+    }
+    Ok(runs)
+}
+
+/// The `sharpen-eval compare` config over the plan (the base model first, as the best-of-N
+/// curve).
+pub fn compare_config(o: &Options, runs: &[Planned], output: &Path) -> String {
+    let best_of: Vec<String> = o.best_of.iter().map(ToString::to_string).collect();
+    let mut text = format!(
+        "# Written by `cargo xtask experiment shapes`.\nsplit = \"held-out\"\nprompts = {}\nseeds = {}\n\
+         base = \"base\"\nbest_of = [{}]\noutput = \"{}\"\n\n[[method]]\nname = \"base\"\nmodels = [\"{}\"]\n",
+        o.eval_prompts,
+        o.eval_seeds,
+        best_of.join(", "),
+        output.display(),
+        o.model.display()
+    );
+    let mut rows: Vec<&str> = Vec::new();
+    for r in runs {
+        if !rows.contains(&r.method.as_str()) {
+            rows.push(&r.method);
+        }
+    }
+    for row in rows {
+        let mine: Vec<&Planned> = runs.iter().filter(|r| r.method == row).collect();
+        let list = |f: &dyn Fn(&Planned) -> PathBuf| {
+            mine.iter()
+                .map(|r| format!("\"{}\"", f(r).display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = write!(
+            text,
+            "\n[[method]]\nname = \"{row}\"\nmodels = [{}]\nruns = [{}]\n",
+            list(&|r| r.dir.join("pipeline")),
+            list(&|r| r.dir.clone())
+        );
+    }
+    text
+}
+
+fn cargo_run(package: &str, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["run", "--release", "-q", "-p", package, "--"])
+        .args(args)
+        .status()
+        .with_context(|| format!("starting {package}"))?;
+    if !status.success() {
+        bail!("{package} {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn plan_table(o: &Options, runs: &[Planned]) -> String {
+    let mut out = format!(
+        "Budget: {} reward queries per run (batch {}, n = {N}, m = {M} for sharpening); \
+         ablations at sharpen-SFT's step count.\n\n| row | seeds | steps | reward queries per step | reward queries per run |\n|---|---|---|---|---|\n",
+        o.queries, o.batch_size
+    );
+    for r in runs.iter().filter(|r| r.seed == 0) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            r.method,
+            o.seeds,
+            r.steps,
+            r.queries_per_step,
+            r.steps * r.queries_per_step
+        );
+    }
+    out
+}
+
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    let runs = plan(o)?;
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+    let figures = o.results.with_extension("");
+    let table = plan_table(o, &runs);
+    std::fs::write(o.out.join("plan.md"), &table)?;
+    for r in &runs {
+        std::fs::create_dir_all(&r.dir)?;
+        std::fs::write(r.dir.with_extension("toml"), &r.config)?;
+    }
+    let compare = o.out.join("compare.toml");
+    std::fs::write(&compare, compare_config(o, &runs, &figures))?;
+    eprintln!("{table}");
+    if o.dry_run {
+        eprintln!("dry run: configs in {}", o.out.display());
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    for (i, r) in runs.iter().enumerate() {
+        if r.dir.join("pipeline/model_index.json").is_file() {
+            eprintln!(
+                "[{}/{}] {}: done already",
+                i + 1,
+                runs.len(),
+                r.dir.display()
+            );
+            continue;
+        }
+        eprintln!("[{}/{}] training {}", i + 1, runs.len(), r.dir.display());
+        let config = r.dir.with_extension("toml");
+        let (config, dir) = (config.to_string_lossy(), r.dir.to_string_lossy());
+        let mut args = vec!["--config", &config, "--output-dir", &dir];
+        if r.dir.join("checkpoints/latest").is_file() {
+            args.extend(["--resume", "latest"]);
+        }
+        cargo_run("sharpen-train", &args)?;
+    }
+    let train_s = started.elapsed().as_secs_f64();
+    cargo_run(
+        "sharpen-eval",
+        &["compare", "--config", &compare.to_string_lossy()],
+    )?;
+    let report = std::fs::read_to_string(figures.join("compare.md"))
+        .with_context(|| format!("reading {}", figures.join("compare.md").display()))?;
+    write_results(o, &table, &report, train_s, &figures)
+}
+
+fn write_results(
+    o: &Options,
+    plan: &str,
+    report: &str,
+    train_s: f64,
+    figures: &Path,
+) -> anyhow::Result<()> {
+    let folder = figures
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let page = format!(
+        "# Shapes world: sharpening vs the baselines\n\n\
+         Produced by `cargo xtask experiment shapes --seeds {} --queries {}` \
+         (training {:.0} min on this machine; every method starts from `{}`).\n\n\
+         ## Training budget\n\n{plan}\n\
+         ## Held-out results\n\n{report}\n\
+         ![reward vs NFEs]({folder}/reward-vs-nfe.png)\n\n\
+         ![validation reward vs training step]({folder}/reward-vs-step.png)\n",
+        o.seeds,
+        o.queries,
+        train_s / 60.0,
+        o.model.display()
+    );
+    std::fs::write(&o.results, page).with_context(|| format!("writing {}", o.results.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        o: Options,
+    }
+
+    fn options(args: &[&str]) -> Options {
+        Cli::parse_from(std::iter::once("x").chain(args.iter().copied())).o
+    }
+
+    #[test]
+    fn main_rows_share_the_reward_query_budget() {
+        let o = options(&[]);
+        let runs = plan(&o).unwrap();
+        assert_eq!(runs.len(), 13 * 3, "5 methods + 8 ablations, 3 seeds each");
+        let budget = |row: &str| {
+            let r = runs.iter().find(|r| r.method == row).unwrap();
+            (r.steps, r.steps * r.queries_per_step)
+        };
+        assert_eq!(budget("sharpen-sft"), (60, 2160));
+        assert_eq!(budget("sharpen-rlhf"), (60, 2160));
+        assert_eq!(budget("ddpo"), (180, 2160));
+        assert_eq!(budget("diffusion-dpo"), (180, 2160));
+        assert_eq!(budget("standard"), (60, 0), "as many steps as sharpen-SFT");
+        assert_eq!(budget("sharpen-sft n=8").0, 60, "ablations at equal steps");
+        for r in &runs {
+            let cfg: toml::Value = toml::from_str(&r.config).unwrap();
+            assert_eq!(cfg["steps"].as_integer(), Some(r.steps as i64));
+            assert_eq!(cfg["seed"].as_integer(), Some(r.seed as i64));
+        }
+        let m8: toml::Value = toml::from_str(
+            &runs
+                .iter()
+                .find(|r| r.method == "sharpen-sft m=8")
+                .unwrap()
+                .config,
+        )
+        .unwrap();
+        assert_eq!(m8["trajectory"]["m"].as_integer(), Some(8));
+        assert_eq!(m8["method"].as_str(), Some("sharpen-sft"));
+        let mut dirs: Vec<_> = runs.iter().map(|r| &r.dir).collect();
+        dirs.sort();
+        dirs.dedup();
+        assert_eq!(dirs.len(), runs.len(), "one folder per run");
+    }
+
+    #[test]
+    fn the_comparison_lists_every_row_with_its_seeds() {
+        let o = options(&["--seeds", "2", "--no-ablations", "--best-of", "1,4"]);
+        let runs = plan(&o).unwrap();
+        let cfg: toml::Value =
+            toml::from_str(&compare_config(&o, &runs, Path::new("docs/results/shapes"))).unwrap();
+        let methods = cfg["method"].as_array().unwrap();
+        let names: Vec<&str> = methods
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "base",
+                "standard",
+                "ddpo",
+                "diffusion-dpo",
+                "sharpen-sft",
+                "sharpen-rlhf"
+            ]
+        );
+        assert_eq!(methods[4]["models"].as_array().unwrap().len(), 2);
+        assert!(methods[4]["models"][1]
+            .as_str()
+            .unwrap()
+            .ends_with("sharpen-sft-s1/pipeline"));
+        assert_eq!(cfg["best_of"].as_array().unwrap().len(), 2);
+        assert!(plan(&options(&["--queries", "10"])).is_err());
+    }
+}
