@@ -12,7 +12,7 @@ use sdxl_text::PromptBatch;
 use serde::Serialize;
 use shapes_world::{ShapesWorld, Split};
 use sharpen_pipeline::{
-    seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
+    candidate_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
 };
 use sharpen_schedulers::SamplerKind;
 use sharpen_weights::LoadOptions;
@@ -305,15 +305,6 @@ pub fn progress(len: u64) -> ProgressBar {
         .expect("a valid template"),
     );
     bar
-}
-
-/// Noise seed of best-of-N candidate `k` under evaluation seed `seed` (candidate 0 = `seed`).
-fn candidate_seed(seed: u64, k: usize) -> u64 {
-    if k == 0 {
-        seed
-    } else {
-        seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
 }
 
 fn markdown(r: &Report) -> String {

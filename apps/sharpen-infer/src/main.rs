@@ -52,6 +52,14 @@ pub struct Args {
     /// Weight variant to read (e.g. fp16).
     #[arg(long)]
     pub variant: Option<String>,
+    /// Best-of-N inference scaling: N candidates per image (candidate 0 from --seed, the others
+    /// from seeds derived from it), the one --verifier scores highest is kept. Costs N x the NFEs.
+    #[arg(long, default_value_t = 1)]
+    pub best_of: usize,
+    /// The reward that picks the best candidate: jpeg-compressibility, jpeg-incompressibility or
+    /// shapes.
+    #[arg(long)]
+    pub verifier: Option<String>,
     /// cpu, cuda or cuda:N (falls back to the CPU, with a warning, when no GPU can be used).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,

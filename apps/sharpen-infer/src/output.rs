@@ -21,6 +21,13 @@ pub struct ImageRecord {
     pub model: String,
     pub index: usize,
     pub latents_file: Option<String>,
+    /// Model evaluations spent on this image (steps x 2 with guidance, x best-of).
+    pub nfe: usize,
+    /// Best-of-N: the candidates, the verifier, the kept candidate and every candidate's score.
+    pub best_of: usize,
+    pub verifier: Option<String>,
+    pub candidate: usize,
+    pub scores: Vec<f64>,
     pub tool: String,
 }
 

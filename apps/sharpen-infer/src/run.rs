@@ -7,8 +7,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sdxl_text::PromptBatch;
 use sharpen_nn::AttentionMode;
 use sharpen_pipeline::{
-    seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
+    candidate_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
 };
+use sharpen_rewards::{builtin, BUILTIN};
 use sharpen_schedulers::SamplerKind;
 use sharpen_weights::{save_tensors, Checkpoint, LoadOptions};
 
@@ -39,6 +40,14 @@ fn read_latents<B: Backend>(
         checkpoint.read("latents", DType::F32)?,
         device,
     ))
+}
+
+/// One image's kept candidate: its pixels, final latents and index.
+#[derive(Clone)]
+struct Kept<B: Backend> {
+    rgb: Vec<u8>,
+    latents: Tensor<B, 4>,
+    candidate: usize,
 }
 
 /// `attention`: overrides how the UNet and VAE compute attention (default: composed, VAE chunked).
@@ -97,19 +106,29 @@ pub fn run<B: Backend>(
         args.height / scale,
         args.width / scale,
     ];
-    let latents = read_latents::<B>(args, latent_shape, &device)?;
+    let verifier = match (&args.verifier, args.best_of) {
+        (_, 0) => bail!("--best-of must be at least 1"),
+        (None, 1) => None,
+        (None, _) => bail!(
+            "--best-of {} needs --verifier (one of {:?})",
+            args.best_of,
+            BUILTIN
+        ),
+        (Some(name), _) => Some(
+            builtin::<B>(name)
+                .with_context(|| format!("unknown --verifier `{name}` (one of {BUILTIN:?})"))?,
+        ),
+    };
+    if args.best_of > 1 && args.latents.is_some() {
+        bail!("--best-of draws each candidate's noise from a seed: it cannot start from --latents");
+    }
     let prompts = vec![args.prompt.as_str(); n];
     let negatives = args.negative_prompt.as_deref().map(|neg| vec![neg; n]);
     let mut gen_options = GenerateOptions::new(args.width, args.height);
     gen_options.sampler = sampler;
     gen_options.steps = args.steps;
     gen_options.guidance_scale = args.guidance;
-    let request = GenerateRequest {
-        prompts: PromptBatch::new(&prompts),
-        negative: negatives.as_deref().map(PromptBatch::new),
-        latents,
-    };
-    let bar = ProgressBar::new(args.steps as u64);
+    let bar = ProgressBar::new((args.steps * args.best_of) as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} steps, {elapsed} ({per_sec})",
@@ -119,40 +138,78 @@ pub fn run<B: Backend>(
     );
     bar.set_prefix("denoising");
     let started = std::time::Instant::now();
-    let mut noise = SeededStepNoise { seed: args.seed };
-    let out = pipe.generate(request, &gen_options, &mut noise, &mut |event| {
-        bar.set_position(event.step as u64 + 1)
-    })?;
+    // Per image: the kept candidate and every candidate's score.
+    let mut kept: Vec<Option<Kept<B>>> = vec![None; n];
+    let mut scores: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut size = (0, 0);
+    for k in 0..args.best_of {
+        let seed = candidate_seed(args.seed, k);
+        let latents = if k == 0 {
+            read_latents::<B>(args, latent_shape, &device)?
+        } else {
+            seeded_noise(seed, 0, latent_shape, &device)
+        };
+        let request = GenerateRequest {
+            prompts: PromptBatch::new(&prompts),
+            negative: negatives.as_deref().map(PromptBatch::new),
+            latents,
+        };
+        let mut noise = SeededStepNoise { seed };
+        let out = pipe.generate(request, &gen_options, &mut noise, &mut |event| {
+            bar.set_position((k * args.steps + event.step + 1) as u64)
+        })?;
+        let [_, _, h, w] = out.images.dims();
+        size = (h, w);
+        let candidate_scores: Option<Vec<f64>> = verifier
+            .as_ref()
+            .map(|v| -> anyhow::Result<Vec<f64>> {
+                let s = v.score(out.images.clone(), &prompts)?;
+                Ok(s.into_data().convert::<f64>().into_vec().expect("floats"))
+            })
+            .transpose()
+            .context("scoring the candidates")?;
+        let rgb = sharpen_rewards::to_rgb8(out.images);
+        for (i, image) in rgb.into_iter().enumerate() {
+            let score = candidate_scores.as_ref().map(|s| s[i]);
+            if let Some(s) = score {
+                scores[i].push(s);
+            }
+            let better = match (&kept[i], score) {
+                (None, _) => true,
+                (Some(kept), Some(s)) => s > scores[i][kept.candidate],
+                (Some(_), None) => false,
+            };
+            if better {
+                kept[i] = Some(Kept {
+                    rgb: image,
+                    latents: out.latents.clone().narrow(0, i, 1),
+                    candidate: k,
+                });
+            }
+        }
+    }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
-        "generated {n} image(s) in {seconds:.2} s ({:.2} s per image)",
-        seconds / n as f64
+        "generated {} image(s) in {seconds:.2} s ({:.2} s per image)",
+        n * args.best_of,
+        seconds / (n * args.best_of) as f64
     );
+    let kept: Vec<Kept<B>> = kept.into_iter().flatten().collect();
 
     if let Some(path) = &args.save_latents {
-        save_tensors(path, &[("latents", out.latents.to_data())])?;
+        let latents = Tensor::cat(kept.iter().map(|k| k.latents.clone()).collect(), 0);
+        save_tensors(path, &[("latents", latents.to_data())])?;
         tracing::info!("final latents written to {}", path.display());
     }
-    let [_, _, h, w] = out.images.dims();
-    let pixels: Vec<f32> = out
-        .images
-        .clone()
-        .permute([0, 2, 3, 1])
-        .to_data()
-        .convert::<f32>()
-        .into_vec()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let per = h * w * 3;
-    for i in 0..n {
-        let rgb: Vec<u8> = pixels[i * per..(i + 1) * per]
-            .iter()
-            .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
-            .collect();
+    let (h, w) = size;
+    let nfe = args.best_of * args.steps * if args.guidance > 1.0 { 2 } else { 1 };
+    for (i, Kept { rgb, candidate, .. }) in kept.iter().enumerate() {
         let record = ImageRecord {
             prompt: args.prompt.clone(),
             negative_prompt: args.negative_prompt.clone(),
-            seed: args.latents.is_none().then_some(args.seed),
+            seed: (args.latents.is_none() || *candidate > 0)
+                .then_some(candidate_seed(args.seed, *candidate)),
             steps: args.steps,
             sampler: args.scheduler.clone(),
             guidance_scale: args.guidance,
@@ -161,11 +218,23 @@ pub fn run<B: Backend>(
             model: args.model.clone(),
             index: i,
             latents_file: args.latents.as_ref().map(|p| p.display().to_string()),
+            nfe,
+            best_of: args.best_of,
+            verifier: args.verifier.clone(),
+            candidate: *candidate,
+            scores: scores[i].clone(),
             tool: format!("sharpen-infer {}", env!("CARGO_PKG_VERSION")),
         };
         let path = image_path(&args.output, i, n);
-        save_png(&path, &rgb, w, h, &record)?;
+        save_png(&path, rgb, w, h, &record)?;
         println!("{}", path.display());
+    }
+    if args.best_of > 1 {
+        eprintln!(
+            "best of {}: {nfe} NFEs per image (kept candidates {:?})",
+            args.best_of,
+            kept.iter().map(|k| k.candidate).collect::<Vec<_>>()
+        );
     }
     Ok(())
 }

@@ -133,7 +133,24 @@ fn bad_arguments_give_clear_errors() {
     let m = model.to_str().unwrap();
     let unet_dir = root().join("tests/fixtures/unet");
     let latents = root().join("tests/fixtures/pipeline/outputs.safetensors");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--model", m, "--prompt", "x", "--best-of", "2"],
+            "--best-of 2 needs --verifier",
+        ),
+        (
+            &[
+                "--model",
+                m,
+                "--prompt",
+                "x",
+                "--best-of",
+                "2",
+                "--verifier",
+                "clip",
+            ],
+            "unknown --verifier `clip`",
+        ),
         (
             &["--model", "/nonexistent/folder", "--prompt", "x"],
             "no such file",
@@ -172,6 +189,75 @@ fn bad_arguments_give_clear_errors() {
         assert!(
             !out.status.success() && stderr.contains(needle),
             "{args:?}: expected `{needle}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn best_of_n_keeps_the_verifiers_favourite_and_it_reproduces_from_its_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = root().join("tests/fixtures/pipeline/tiny-sdxl");
+    let common = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a red circle",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--steps",
+            "3",
+            "--num-images",
+            "2",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--seed") {
+            args.extend(["--seed", "7"]);
+        }
+        let run = infer(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    };
+    let best = dir.path().join("best.png");
+    common(
+        &best,
+        &["--best-of", "3", "--verifier", "jpeg-incompressibility"],
+    );
+    for i in 0..2 {
+        let png = dir.path().join(format!("best-{i}.png"));
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(png.with_extension("json")).unwrap())
+                .unwrap();
+        assert_eq!(record["best_of"], 3);
+        assert_eq!(
+            record["nfe"],
+            3 * 3 * 2,
+            "3 candidates x 3 steps x 2 (guidance)"
+        );
+        let scores: Vec<f64> = record["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap())
+            .collect();
+        assert_eq!(scores.len(), 3);
+        let argmax = (0..3).fold(0, |b, k| if scores[k] > scores[b] { k } else { b });
+        assert_eq!(record["candidate"], argmax, "{scores:?}");
+        // The kept image is what a plain run from its seed makes.
+        let seed = record["seed"].as_u64().unwrap().to_string();
+        let again = dir.path().join(format!("again-{i}.png"));
+        common(&again, &["--seed", &seed]);
+        assert_eq!(
+            png_rgb(&png).0,
+            png_rgb(&dir.path().join(format!("again-{i}-{i}.png"))).0,
+            "image {i}"
         );
     }
 }

@@ -44,6 +44,17 @@ pub enum RewardKind {
     Shapes,
 }
 
+impl RewardKind {
+    /// The reward's name in `sharpen_rewards::builtin`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::JpegCompressibility => "jpeg-compressibility",
+            Self::JpegIncompressibility => "jpeg-incompressibility",
+            Self::Shapes => "shapes",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DataConfig {

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sdxl_text::{PromptBatch, SdxlTextEncoders, SdxlTokenizers};
 use sdxl_unet::AddedCond;
 use sharpen_pipeline::SdxlPipeline;
-use sharpen_rewards::{JpegReward, JpegRewardKind, Reward, ShapesReward};
+use sharpen_rewards::Reward;
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
 use sharpen_trainer::{
@@ -43,15 +43,7 @@ enum Computed<B: AutodiffBackend> {
 }
 
 fn reward<B: Backend>(kind: RewardKind) -> Box<dyn Reward<B>> {
-    match kind {
-        RewardKind::JpegCompressibility => Box::new(JpegReward {
-            kind: JpegRewardKind::Compressibility,
-        }),
-        RewardKind::JpegIncompressibility => Box::new(JpegReward {
-            kind: JpegRewardKind::Incompressibility,
-        }),
-        RewardKind::Shapes => Box::new(ShapesReward),
-    }
+    sharpen_rewards::builtin(kind.name()).expect("every RewardKind is a built-in reward")
 }
 
 fn encode<B: Backend>(

@@ -5,7 +5,7 @@
 pub mod noise;
 mod pipeline;
 
-pub use noise::{image_seed, seeded_noise, SeededStepNoise, SplitMix64};
+pub use noise::{candidate_seed, image_seed, seeded_noise, SeededStepNoise, SplitMix64};
 pub use pipeline::{
     default_sdxl_tokenizers, GenerateOptions, GenerateRequest, Generated, PipelineError,
     SdxlPipeline, StepEvent, StepNoise,

@@ -49,6 +49,16 @@ pub fn image_seed(run_seed: u64, index: usize) -> u64 {
     SplitMix64::new(run_seed ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
 }
 
+/// The run seed of best-of-N candidate `k` under run seed `seed`: candidate 0 is `seed` itself,
+/// so best-of-1 is the plain generation; the others are distinct derived seeds.
+pub fn candidate_seed(seed: u64, k: usize) -> u64 {
+    if k == 0 {
+        seed
+    } else {
+        seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
 /// Standard normal tensor [batch, c, h, w] where item `i` comes from `image_seed(run_seed, first + i)`.
 pub fn seeded_noise<B: Backend>(
     run_seed: u64,

@@ -41,6 +41,23 @@ pub enum RewardError {
     },
 }
 
+/// The names of the rewards that need no weights, for [`builtin`].
+pub const BUILTIN: [&str; 3] = ["jpeg-compressibility", "jpeg-incompressibility", "shapes"];
+
+/// A reward that needs no weights, by its name (one of [`BUILTIN`]).
+pub fn builtin<B: Backend>(name: &str) -> Option<Box<dyn Reward<B>>> {
+    Some(match name {
+        "jpeg-compressibility" => Box::new(JpegReward {
+            kind: JpegRewardKind::Compressibility,
+        }),
+        "jpeg-incompressibility" => Box::new(JpegReward {
+            kind: JpegRewardKind::Incompressibility,
+        }),
+        "shapes" => Box::new(ShapesReward),
+        _ => return None,
+    })
+}
+
 /// A reward model or function. Higher scores are better.
 pub trait Reward<B: Backend> {
     fn info(&self) -> RewardInfo;
