@@ -505,6 +505,20 @@ fn the_main_job_runs_on_the_shipped_shapes_model() {
     for step in ["000000", "000002"] {
         assert!(run.join(format!("samples/step-{step}.png")).is_file());
     }
+    // 8 prompts x 4 seeds scored by the shapes reward before training and at the end.
+    let validation = std::fs::read_to_string(run.join("validation.jsonl")).unwrap();
+    let validation: Vec<serde_json::Value> = validation
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(validation.len(), 2);
+    for v in &validation {
+        let scores = v["scores"].as_array().unwrap();
+        assert_eq!(scores.len(), 32);
+        assert!(scores
+            .iter()
+            .all(|s| (0.0..=1.0).contains(&s.as_f64().unwrap())));
+    }
     assert!(run.join("pipeline/model_index.json").is_file());
     assert!(run.join("metrics.png").is_file());
 }
