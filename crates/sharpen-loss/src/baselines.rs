@@ -79,19 +79,7 @@ pub fn ppo_clip_loss<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Autodiff;
-    use burn::tensor::TensorData;
-
-    type B = burn::backend::Flex;
-    type AD = Autodiff<B>;
-
-    fn t1<BB: Backend>(v: &[f32]) -> Tensor<BB, 1> {
-        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Default::default())
-    }
-
-    fn host<BB: Backend>(t: Tensor<BB, 1>) -> Vec<f64> {
-        t.into_data().convert::<f64>().to_vec::<f64>().unwrap()
-    }
+    use crate::test_util::{host, t1, AD, B};
 
     #[test]
     fn diffusion_dpo_is_the_published_formula() {

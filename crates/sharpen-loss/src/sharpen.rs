@@ -107,18 +107,15 @@ pub fn rlhf_loss<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Autodiff;
+    use crate::test_util::{t1, AD, B};
     use burn::tensor::TensorData;
 
-    type B = burn::backend::Flex;
-    type AD = Autodiff<B>;
-
-    fn t1<BB: Backend>(v: &[f32]) -> Tensor<BB, 1> {
-        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Default::default())
-    }
-
+    /// As f32, the precision these tests compare at.
     fn host<BB: Backend>(t: Tensor<BB, 1>) -> Vec<f32> {
-        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+        crate::test_util::host(t)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
     }
 
     fn softplus(x: f64) -> f64 {

@@ -201,11 +201,7 @@ fn gradient_matches_finite_differences() {
     let fd = (loss_by_hand(w + h, w, &rlhf, &generated, &rollout)
         - loss_by_hand(w - h, w, &rlhf, &generated, &rollout))
         / (2.0 * h as f64);
-    assert!(grad.abs() > 1e-6, "the loss has a gradient");
-    assert!(
-        (grad - fd).abs() < 2e-3 * fd.abs().max(1.0),
-        "autodiff {grad} vs finite difference {fd}"
-    );
+    assert_matches_fd(grad, fd, 1e-6, 2e-3, 1.0);
 }
 
 #[test]

@@ -154,10 +154,7 @@ fn gradients_flow_through_the_trajectory_unless_detached() {
         "the selection is stable around w"
     );
     let fd = (lp - lm) / (2.0 * h as f64);
-    assert!(
-        (grad - fd).abs() < 2e-3 * fd.abs().max(1.0),
-        "autodiff {grad} vs finite difference {fd}"
-    );
+    assert_matches_fd(grad, fd, 1e-6, 2e-3, 1.0);
     let (_, detached, _) = sft(w, true, t);
     assert!(
         (detached - grad).abs() > 1e-3 * grad.abs(),

@@ -214,3 +214,13 @@ impl<BB: Backend> Reward<BB> for Constant {
         Ok(Tensor::zeros([images.dims()[0]], &images.device()))
     }
 }
+
+/// An autodiff gradient against its central finite difference: a real gradient (|grad| >
+/// `min_grad`) within `rel` of `fd` (relative to |fd|, at least `floor`).
+pub fn assert_matches_fd(grad: f64, fd: f64, min_grad: f64, rel: f64, floor: f64) {
+    assert!(grad.abs() > min_grad, "the loss has a gradient: {grad}");
+    assert!(
+        (grad - fd).abs() < rel * fd.abs().max(floor),
+        "autodiff {grad} vs finite difference {fd}"
+    );
+}
