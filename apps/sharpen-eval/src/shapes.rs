@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use sdxl_text::PromptBatch;
 use serde::Serialize;
 use shapes_world::{ShapesWorld, Split};
-use sharpen_pipeline::{
-    candidate_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
-};
+use sharpen_pipeline::{candidate_seed, GenerateOptions, SdxlPipeline};
 use sharpen_schedulers::SamplerKind;
 use sharpen_weights::LoadOptions;
 
@@ -170,9 +167,6 @@ pub fn score_candidates<B: Backend>(
     options.sampler = sampler;
     options.steps = setup.steps;
     options.guidance_scale = setup.guidance;
-    let latent = setup.resolution / pipe.vae.config.downscale();
-    let channels = pipe.unet.config.in_channels;
-    let device = pipe.unet.conv_in.weight.val().device();
     let mut out = Vec::new();
     for seed in 0..seeds {
         let mut per_candidate = Vec::new();
@@ -182,25 +176,8 @@ pub fn score_candidates<B: Backend>(
             for start in (0..captions.len()).step_by(setup.batch_size) {
                 let end = (start + setup.batch_size).min(captions.len());
                 let refs: Vec<&str> = captions[start..end].iter().map(String::as_str).collect();
-                let latents = seeded_noise(
-                    noise_seed,
-                    start,
-                    [refs.len(), channels, latent, latent],
-                    &device,
-                );
                 let generated = pipe
-                    .generate(
-                        GenerateRequest {
-                            prompts: PromptBatch::new(&refs),
-                            negative: None,
-                            latents,
-                        },
-                        &options,
-                        &mut SeededStepNoise {
-                            seed: noise_seed.wrapping_add(start as u64),
-                        },
-                        &mut |_| {},
-                    )
+                    .generate_seeded(&refs, noise_seed, start, &options)
                     .context("generating")?;
                 let images = sharpen_rewards::to_rgb8(generated.images);
                 for (rgb, caption) in images.iter().zip(&refs) {

@@ -8,11 +8,8 @@ use std::path::Path;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use sdxl_text::PromptBatch;
 use sdxl_vae::AutoencoderKL;
-use sharpen_pipeline::{
-    image_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
-};
+use sharpen_pipeline::{image_seed, GenerateOptions, SdxlPipeline};
 use sharpen_rewards::Reward;
 use sharpen_schedulers::SamplerKind;
 use sharpen_trainer::train::run_dir::write_atomic;
@@ -41,26 +38,9 @@ pub fn write_samples<B: Backend>(
     let refs: Vec<&str> = (0..config.seeds)
         .flat_map(|_| prompts.iter().map(String::as_str))
         .collect();
-    let latent = resolution / pipe.vae.config.downscale();
-    let unet = &pipe.unet;
-    let device = unet.conv_in.weight.val().device();
-    let latents = seeded_noise(
-        config.seed,
-        0,
-        [refs.len(), unet.config.in_channels, latent, latent],
-        &device,
-    );
+    let device = pipe.unet.conv_in.weight.val().device();
     let generated = pipe
-        .generate(
-            GenerateRequest {
-                prompts: PromptBatch::new(&refs),
-                negative: None,
-                latents,
-            },
-            &options,
-            &mut SeededStepNoise { seed: config.seed },
-            &mut |_| {},
-        )
+        .generate_seeded(&refs, config.seed, 0, &options)
         .context("generating validation samples")?;
     let images = sharpen_rewards::to_rgb8(generated.images);
     let n = images.len();

@@ -178,6 +178,44 @@ impl<B: Backend> SdxlPipeline<B> {
         Ok(Generated { latents, images })
     }
 
+    /// [`Self::generate`] from seeded noise, one image per prompt (no negative prompt): item i's
+    /// initial noise comes from `image_seed(seed, first + i)`, the step noise of stochastic
+    /// samplers from `seed + first`. The same (prompts, seed, first) give the same images, whoever
+    /// asks: validation grids, evaluations, best-of-N candidates.
+    pub fn generate_seeded(
+        &self,
+        prompts: &[&str],
+        seed: u64,
+        first: usize,
+        options: &GenerateOptions,
+    ) -> Result<Generated<B>, PipelineError> {
+        let scale = self.vae.config.downscale();
+        let device = self.unet.conv_in.weight.val().device();
+        let latents = crate::seeded_noise(
+            seed,
+            first,
+            [
+                prompts.len(),
+                self.unet.config.in_channels,
+                options.height / scale,
+                options.width / scale,
+            ],
+            &device,
+        );
+        self.generate(
+            GenerateRequest {
+                prompts: PromptBatch::new(prompts),
+                negative: None,
+                latents,
+            },
+            options,
+            &mut crate::SeededStepNoise {
+                seed: seed.wrapping_add(first as u64),
+            },
+            &mut |_| {},
+        )
+    }
+
     /// Latents -> images in [0, 1], in the VAE's dtype (f32 by default).
     pub fn decode(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
         let images = self.vae.decode(self.vae.unscale_latents(latents));
