@@ -86,6 +86,19 @@ pub enum DataConfig {
         #[serde(default = "yes")]
         shuffle: bool,
     },
+    /// JourneyDB: its JSON-lines annotations (`img_path` relative to `images`, caption in
+    /// `prompt`, or `caption_field`) over the extracted image tree.
+    Journeydb {
+        annotations: PathBuf,
+        images: PathBuf,
+        #[serde(default)]
+        caption_field: Option<String>,
+        #[serde(default)]
+        random_flip: bool,
+        /// A new seeded order each epoch (false: sorted path order).
+        #[serde(default = "yes")]
+        shuffle: bool,
+    },
     /// WebDataset tar shards (a `.tar` or a folder of them; the Text-to-Image-2M layout):
     /// `KEY.jpg|png` with `KEY.json` (caption in `prompt`, or `caption_field`) or `KEY.txt`.
     Webdataset {

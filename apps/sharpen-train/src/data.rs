@@ -148,6 +148,24 @@ impl Source {
                 let order = Order::new(folder.items.len(), *shuffle, seed);
                 Self::images(Images::Folder(folder), order, resolution, *random_flip)
             }
+            DataConfig::Journeydb {
+                annotations,
+                images,
+                caption_field,
+                random_flip,
+                shuffle,
+            } => {
+                let db = ImageFolder::journeydb(annotations, images, caption_field.as_deref())
+                    .with_context(|| {
+                        format!(
+                            "reading JourneyDB annotations {} over {}",
+                            annotations.display(),
+                            images.display()
+                        )
+                    })?;
+                let order = Order::new(db.items.len(), *shuffle, seed);
+                Self::images(Images::Folder(db), order, resolution, *random_flip)
+            }
             DataConfig::Webdataset {
                 path,
                 caption_field,

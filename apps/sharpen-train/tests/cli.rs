@@ -299,6 +299,15 @@ fn image_folders_and_prompt_files_feed_training() {
             ),
             "5",
         ),
+        (
+            "standard",
+            format!(
+                "kind = \"journeydb\"\nannotations = \"{}\"\nimages = \"{}\"\nshuffle = false",
+                data.join("journeydb/train_anno.jsonl").display(),
+                data.join("journeydb/imgs").display()
+            ),
+            "5",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -325,8 +334,8 @@ fn image_folders_and_prompt_files_feed_training() {
             "{method}"
         );
         if steps == "5" {
-            // Rows 0..4 of the 4-row folder (and of the 4-item shards): row 2 (broken.png)
-            // fails to decode once and row 3 stands in for it.
+            // Rows 0..4 of the 4-row folder (and of the 4-item shards and JourneyDB sample):
+            // row 2 (broken.png) fails to decode once and row 3 stands in for it.
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("skipped 1 corrupt images"), "{err}");
         }

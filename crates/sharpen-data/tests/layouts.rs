@@ -147,3 +147,55 @@ fn webdataset_shards_in_the_text_to_image_2m_layout() {
         "a folder without shards"
     );
 }
+
+#[test]
+fn journeydb_annotations_over_the_image_tree() {
+    let root = data("journeydb");
+    let db =
+        ImageFolder::journeydb(&root.join("train_anno.jsonl"), &root.join("imgs"), None).unwrap();
+    let rel: Vec<String> = db
+        .items
+        .iter()
+        .map(|i| {
+            let p = i.path.strip_prefix(root.join("imgs")).unwrap();
+            p.components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(s) => Some(s.to_str().unwrap()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    assert_eq!(
+        rel,
+        ["000/a.jpg", "000/b.png", "001/broken.png", "001/c.png"]
+    );
+    assert_eq!(db.skipped.count, 3, "{:?}", db.skipped);
+    let reasons = db.skipped.reasons.join("\n");
+    assert!(reasons.contains("train_anno.jsonl line 3"), "{reasons}");
+    assert!(
+        reasons.contains("needs `img_path` and `prompt`"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("missing.jpg does not exist"), "{reasons}");
+    // b.png is the red-left, blue-right square of the txt folder.
+    let (pixels, caption) = db.load(1, 16, false).unwrap();
+    assert_eq!(caption, "a red square --v 5");
+    assert_eq!(&pixels[..3], &[255, 0, 0]);
+    assert_eq!(&pixels[15 * 3..16 * 3], &[0, 0, 255]);
+    let err = db.load(2, 16, false).unwrap_err();
+    assert!(err.to_string().contains("broken.png"), "{err}");
+    // Another caption field, and a missing annotation file named in the error.
+    let by_task = ImageFolder::journeydb(
+        &root.join("train_anno.jsonl"),
+        &root.join("imgs"),
+        Some("caption"),
+    )
+    .unwrap();
+    assert_eq!(by_task.items.len(), 1);
+    assert_eq!(by_task.items[0].caption, "no prompt field");
+    let err =
+        ImageFolder::journeydb(&root.join("nope.jsonl"), &root.join("imgs"), None).unwrap_err();
+    assert!(err.to_string().contains("nope.jsonl"), "{err}");
+}
