@@ -113,6 +113,23 @@ pub enum DataConfig {
     },
 }
 
+/// The `[shard]` section: which rows this process reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shard {
+    pub rank: usize,
+    pub world_size: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self {
+            rank: 0,
+            world_size: 1,
+        }
+    }
+}
+
 /// Diffusion-DPO's `[dpo]` section.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -281,6 +298,9 @@ pub struct TrainConfig {
     pub trajectory: TrajectoryConfig,
     #[serde(default)]
     pub rlhf: RlhfSection,
+    /// This process's share of the data: rank `rank` of `world_size` (data-parallel runs).
+    #[serde(default)]
+    pub shard: Shard,
     #[serde(default)]
     pub dpo: DpoSection,
     #[serde(default)]
@@ -376,6 +396,15 @@ impl TrainConfig {
             if d.train_timesteps == 0 {
                 return Err(field("ddpo.train_timesteps", "must be at least 1".into()));
             }
+        }
+        if self.shard.world_size == 0 || self.shard.rank >= self.shard.world_size {
+            return Err(field(
+                "shard",
+                format!(
+                    "rank {} of world_size {}: needs 0 <= rank < world_size",
+                    self.shard.rank, self.shard.world_size
+                ),
+            ));
         }
         if !(self.dpo.beta.is_finite() && self.dpo.beta > 0.0) {
             return Err(field(

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use shapes_world::{ShapesWorld, Split, SplitMix64};
 use sharpen_data::{load_prompts, DataError, ImageFolder, Skipped, WebDataset};
 
-use crate::config::DataConfig;
+use crate::config::{DataConfig, Shard};
 
 pub struct Example {
     pub prompt: String,
@@ -97,7 +97,8 @@ impl Order {
     }
 }
 
-pub enum Source {
+/// The rows of a dataset.
+enum Rows {
     Shapes(ShapesWorld),
     Prompts(Vec<String>, Order),
     Images {
@@ -110,11 +111,11 @@ pub enum Source {
     },
 }
 
-impl Source {
+impl Rows {
     /// `seed` (the run's) orders shuffled datasets.
-    pub fn open(config: &DataConfig, resolution: usize, seed: u64) -> anyhow::Result<Self> {
+    fn open(config: &DataConfig, resolution: usize, seed: u64) -> anyhow::Result<Self> {
         Ok(match config {
-            DataConfig::Shapes { seed } => Source::Shapes(ShapesWorld {
+            DataConfig::Shapes { seed } => Rows::Shapes(ShapesWorld {
                 split: Split::Train,
                 size: resolution,
                 seed: *seed,
@@ -135,7 +136,7 @@ impl Source {
                     );
                 }
                 let order = Order::new(prompts.len(), *shuffle, seed);
-                Source::Prompts(prompts, order)
+                Rows::Prompts(prompts, order)
             }
             DataConfig::ImageFolder {
                 path,
@@ -190,7 +191,7 @@ impl Source {
                 skipped.reasons
             );
         }
-        Source::Images {
+        Rows::Images {
             order,
             folder,
             size,
@@ -199,20 +200,20 @@ impl Source {
         }
     }
 
-    pub fn get(&self, index: u64) -> Example {
+    fn get(&self, index: u64) -> Example {
         match self {
-            Source::Shapes(world) => {
+            Rows::Shapes(world) => {
                 let (scene, image) = world.get(index);
                 Example {
                     prompt: scene.to_string(),
                     image: Some(image.rgb),
                 }
             }
-            Source::Prompts(list, order) => Example {
+            Rows::Prompts(list, order) => Example {
                 prompt: list[order.row(index)].clone(),
                 image: None,
             },
-            Source::Images {
+            Rows::Images {
                 order,
                 folder,
                 size,
@@ -246,19 +247,62 @@ impl Source {
     }
 
     /// The caption of example `index`, without decoding its image (validation prompts).
-    pub fn prompt(&self, index: u64) -> String {
+    fn prompt(&self, index: u64) -> String {
         match self {
-            Source::Images { folder, order, .. } => folder.caption(order.row(index)).to_string(),
+            Rows::Images { folder, order, .. } => folder.caption(order.row(index)).to_string(),
             _ => self.get(index).prompt,
         }
     }
 
     /// Corrupt images skipped so far.
-    pub fn corrupt(&self) -> usize {
+    fn corrupt(&self) -> usize {
         match self {
-            Source::Images { corrupt, .. } => corrupt.get(),
+            Rows::Images { corrupt, .. } => corrupt.get(),
             _ => 0,
         }
+    }
+}
+
+/// Where training examples come from, for one rank of `world_size`: example `i` of rank `r` is
+/// row `i * world_size + r` of the (shared, seeded) order, so the ranks read disjoint rows of
+/// each pass.
+pub struct Source {
+    rows: Rows,
+    rank: u64,
+    world_size: u64,
+}
+
+impl Source {
+    /// `seed` (the run's) orders shuffled datasets; every rank passes the same one.
+    pub fn open(
+        config: &DataConfig,
+        resolution: usize,
+        seed: u64,
+        shard: Shard,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            rows: Rows::open(config, resolution, seed)?,
+            rank: shard.rank as u64,
+            world_size: shard.world_size as u64,
+        })
+    }
+
+    fn row(&self, index: u64) -> u64 {
+        index * self.world_size + self.rank
+    }
+
+    pub fn get(&self, index: u64) -> Example {
+        self.rows.get(self.row(index))
+    }
+
+    /// The caption of example `index`, without decoding its image (validation prompts).
+    pub fn prompt(&self, index: u64) -> String {
+        self.rows.prompt(self.row(index))
+    }
+
+    /// Corrupt images skipped so far.
+    pub fn corrupt(&self) -> usize {
+        self.rows.corrupt()
     }
 }
 
@@ -278,6 +322,34 @@ pub fn image_tensor<B: Backend>(images: &[&[u8]], size: usize, device: &B::Devic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranks_read_disjoint_rows_of_the_shared_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prompts.txt");
+        let prompts: Vec<String> = (0..10).map(|i| format!("prompt {i}")).collect();
+        std::fs::write(&path, prompts.join("\n")).unwrap();
+        let config = DataConfig::Prompts {
+            path,
+            field: None,
+            shuffle: true,
+        };
+        let open =
+            |rank, world_size| Source::open(&config, 32, 9, Shard { rank, world_size }).unwrap();
+        let whole = open(0, 1);
+        let all: Vec<String> = (0..10).map(|i| whole.get(i).prompt).collect();
+        let (a, b) = (open(0, 2), open(1, 2));
+        let mut mine: Vec<String> = (0..5)
+            .flat_map(|i| [a.get(i).prompt, b.get(i).prompt])
+            .collect();
+        assert_eq!(
+            mine, all,
+            "interleaved, the ranks read the single-process order"
+        );
+        mine.sort();
+        mine.dedup();
+        assert_eq!(mine.len(), 10, "each row once per pass");
+    }
 
     #[test]
     fn shuffled_order_is_a_fresh_permutation_each_epoch() {

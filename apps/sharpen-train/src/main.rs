@@ -40,6 +40,12 @@ struct Args {
     /// Override the config's model (a diffusers pipeline folder).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Override the config's data shard: this process's rank ...
+    #[arg(long)]
+    rank: Option<usize>,
+    /// ... of this many (each reads every world-size-th row of the shared order).
+    #[arg(long)]
+    world_size: Option<usize>,
     /// Where to run: cpu, cuda or cuda:N. A CUDA request falls back to the CPU, with a warning,
     /// when this binary lacks the `cuda` feature or no GPU is present.
     #[arg(long, default_value = "cpu")]
@@ -55,6 +61,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(seed) = args.seed {
         config.seed = seed;
+    }
+    if let Some(rank) = args.rank {
+        config.shard.rank = rank;
+    }
+    if let Some(world_size) = args.world_size {
+        config.shard.world_size = world_size;
     }
     if let Some(model) = args.model {
         config.model = model;

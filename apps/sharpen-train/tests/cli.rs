@@ -222,6 +222,10 @@ fn bad_configs_name_the_field() {
         ("learning_rate = 3", "learning_rate"),
         ("kl_weight = -1", "kl_weight"),
         (
+            "[shard]\nrank = 2\nworld_size = 2",
+            "rank 2 of world_size 2",
+        ),
+        (
             "train_text_encoders = true\ngradient_checkpointing = true",
             "gradient_checkpointing",
         ),
