@@ -304,6 +304,15 @@ impl Source {
     pub fn corrupt(&self) -> usize {
         self.rows.corrupt()
     }
+
+    /// Rows of the dataset (all ranks together); `None` for the endless shapes world.
+    pub fn rows(&self) -> Option<usize> {
+        match &self.rows {
+            Rows::Shapes(_) => None,
+            Rows::Prompts(list, _) => Some(list.len()),
+            Rows::Images { folder, .. } => Some(folder.len()),
+        }
+    }
 }
 
 /// RGB8 images -> [batch, 3, size, size] in [-1, 1] (what the VAE encodes).

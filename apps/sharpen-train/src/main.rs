@@ -40,6 +40,10 @@ struct Args {
     /// Override the config's model (a diffusers pipeline folder).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Load the model, its trained parts and the data, check them against the config, print
+    /// what the run would do, and exit without training or writing anything.
+    #[arg(long)]
+    dry_run: bool,
     /// Override the config's data shard: this process's rank ...
     #[arg(long)]
     rank: Option<usize>,
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         config,
         output_dir,
         resume: args.resume,
+        dry_run: args.dry_run,
     };
     let device = resolve_device(args.device);
     tracing::info!("device: {}", device.describe());

@@ -535,3 +535,37 @@ fn the_main_job_runs_on_the_shipped_shapes_model() {
     assert!(run.join("pipeline/model_index.json").is_file());
     assert!(run.join("metrics.png").is_file());
 }
+
+#[test]
+fn dry_run_checks_and_plans_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "sharpen-sft", "");
+    let run = tmp.path().join("run");
+    let out = train(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--output-dir",
+        run.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    ok(&out);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("reward queries: at most 9 per step, 36 in all"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("4 x 1 micro-batches of 1 = 4 examples"),
+        "{plan}"
+    );
+    assert!(!run.exists(), "a dry run writes nothing");
+    // What a real run would trip over fails the dry run too, naming it.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "kind = \"shapes\"",
+        "kind = \"image-folder\"\npath = \"no/such/folder\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = train(&["--config", cfg.to_str().unwrap(), "--dry-run"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/folder"));
+}
