@@ -86,6 +86,20 @@ pub enum DataConfig {
         #[serde(default = "yes")]
         shuffle: bool,
     },
+    /// Parquet with image bytes and captions (a `.parquet` or a folder of them; the Pokemon BLIP
+    /// captions layout: `image` a struct with `bytes`, or a binary column, and `text`).
+    Parquet {
+        path: PathBuf,
+        #[serde(default)]
+        image_column: Option<String>,
+        #[serde(default)]
+        caption_column: Option<String>,
+        #[serde(default)]
+        random_flip: bool,
+        /// A new seeded order each epoch (false: file and row order).
+        #[serde(default = "yes")]
+        shuffle: bool,
+    },
     /// JourneyDB: its JSON-lines annotations (`img_path` relative to `images`, caption in
     /// `prompt`, or `caption_field`) over the extracted image tree.
     Journeydb {

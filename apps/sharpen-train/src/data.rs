@@ -8,7 +8,7 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use shapes_world::{ShapesWorld, Split, SplitMix64};
-use sharpen_data::{load_prompts, DataError, ImageFolder, Skipped, WebDataset};
+use sharpen_data::{load_prompts, DataError, ImageFolder, ParquetImages, Skipped, WebDataset};
 
 use crate::config::{DataConfig, Shard};
 
@@ -22,6 +22,7 @@ pub struct Example {
 pub enum Images {
     Folder(ImageFolder),
     Tar(WebDataset),
+    Parquet(ParquetImages),
 }
 
 impl Images {
@@ -29,6 +30,7 @@ impl Images {
         match self {
             Images::Folder(f) => f.items.len(),
             Images::Tar(t) => t.items.len(),
+            Images::Parquet(p) => p.items.len(),
         }
     }
 
@@ -36,6 +38,7 @@ impl Images {
         match self {
             Images::Folder(f) => &f.items[i].caption,
             Images::Tar(t) => &t.items[i].caption,
+            Images::Parquet(p) => &p.items[i].caption,
         }
     }
 
@@ -43,6 +46,7 @@ impl Images {
         match self {
             Images::Folder(f) => f.load(i, size, flip),
             Images::Tar(t) => t.load(i, size, flip),
+            Images::Parquet(p) => p.load(i, size, flip),
         }
     }
 
@@ -50,6 +54,7 @@ impl Images {
         match self {
             Images::Folder(f) => &f.root,
             Images::Tar(t) => &t.root,
+            Images::Parquet(p) => &p.root,
         }
     }
 
@@ -57,6 +62,7 @@ impl Images {
         match self {
             Images::Folder(f) => &f.skipped,
             Images::Tar(t) => &t.skipped,
+            Images::Parquet(p) => &p.skipped,
         }
     }
 }
@@ -166,6 +172,19 @@ impl Rows {
                     })?;
                 let order = Order::new(db.items.len(), *shuffle, seed);
                 Self::images(Images::Folder(db), order, resolution, *random_flip)
+            }
+            DataConfig::Parquet {
+                path,
+                image_column,
+                caption_column,
+                random_flip,
+                shuffle,
+            } => {
+                let set =
+                    ParquetImages::open(path, image_column.as_deref(), caption_column.as_deref())
+                        .with_context(|| format!("reading the Parquet data {}", path.display()))?;
+                let order = Order::new(set.items.len(), *shuffle, seed);
+                Self::images(Images::Parquet(set), order, resolution, *random_flip)
             }
             DataConfig::Webdataset {
                 path,

@@ -312,6 +312,14 @@ fn image_folders_and_prompt_files_feed_training() {
             ),
             "5",
         ),
+        (
+            "sharpen-sft",
+            format!(
+                "kind = \"parquet\"\npath = \"{}\"\nshuffle = false",
+                data.join("parquet").display()
+            ),
+            "5",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -338,7 +346,7 @@ fn image_folders_and_prompt_files_feed_training() {
             "{method}"
         );
         if steps == "5" {
-            // Rows 0..4 of the 4-row folder (and of the 4-item shards and JourneyDB sample):
+            // Rows 0..4 of the 4-row folder (and of the 4-item shards, JourneyDB and Parquet samples):
             // row 2 (broken.png) fails to decode once and row 3 stands in for it.
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("skipped 1 corrupt images"), "{err}");

@@ -1,16 +1,19 @@
 //! Training data in the layouts users already have, read from disk (this crate is the data
 //! side's only IO): image folders with `.txt` captions or a `metadata.jsonl` (the Hugging Face
-//! imagefolder convention), WebDataset tar shards (`jpg`/`png` + `json` or `txt`), prompt lists (`.txt`, `.jsonl`, DrawBench-style `.csv`). Images are
+//! imagefolder convention), JourneyDB annotations, WebDataset tar shards (`jpg`/`png` + `json` or
+//! `txt`), Parquet with image bytes (the Pokemon BLIP captions layout), prompt lists (`.txt`, `.jsonl`, DrawBench-style `.csv`). Images are
 //! decoded (PNG, JPEG), resized to cover the target, centre-cropped and optionally flipped. A bad
 //! row or a corrupt image is skipped and counted, never a crash.
 
 mod folder;
 mod image;
+mod parquet;
 mod prompts;
 mod webdataset;
 
 pub use folder::{CaptionedImage, ImageFolder};
 pub use image::{decode_rgb, decode_rgb_bytes, prepare, RgbImage};
+pub use parquet::{ParquetImage, ParquetImages};
 pub use prompts::load_prompts;
 pub use webdataset::{TarImage, WebDataset};
 

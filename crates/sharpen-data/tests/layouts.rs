@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sharpen_data::{decode_rgb, load_prompts, ImageFolder, WebDataset};
+use sharpen_data::{decode_rgb, load_prompts, ImageFolder, ParquetImages, WebDataset};
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -198,4 +198,43 @@ fn journeydb_annotations_over_the_image_tree() {
     let err =
         ImageFolder::journeydb(&root.join("nope.jsonl"), &root.join("imgs"), None).unwrap_err();
     assert!(err.to_string().contains("nope.jsonl"), "{err}");
+}
+
+#[test]
+fn parquet_in_the_pokemon_blip_layout() {
+    let path = data("parquet");
+    let set = ParquetImages::open(&path, None, None).unwrap();
+    let captions: Vec<&str> = set.items.iter().map(|i| i.caption.as_str()).collect();
+    assert_eq!(
+        captions,
+        [
+            "a red square to the left of a blue square",
+            "a jpeg row",
+            "a corrupt image",
+            "a third image"
+        ]
+    );
+    assert_eq!(set.skipped.count, 2, "{:?}", set.skipped);
+    assert!(
+        set.skipped.reasons[0].contains("row 4"),
+        "{:?}",
+        set.skipped
+    );
+    assert!(
+        set.skipped.reasons[1].contains("row 5"),
+        "{:?}",
+        set.skipped
+    );
+    // Row 0 is the red-left, blue-right square of the txt folder, decoded from its bytes.
+    let (pixels, caption) = set.load(0, 16, false).unwrap();
+    assert_eq!(caption, "a red square to the left of a blue square");
+    assert_eq!(&pixels[..3], &[255, 0, 0]);
+    assert_eq!(&pixels[15 * 3..16 * 3], &[0, 0, 255]);
+    let err = set.load(2, 16, false).unwrap_err();
+    assert!(err.to_string().contains("#2"), "{err}");
+    // A missing column and a file that is not Parquet are named.
+    let err = ParquetImages::open(&path, None, Some("caption")).unwrap_err();
+    assert!(err.to_string().contains("no column `caption`"), "{err}");
+    let err = ParquetImages::open(&data("prompts/prompts.txt"), None, None).unwrap_err();
+    assert!(err.to_string().contains("prompts.txt"), "{err}");
 }
