@@ -4,6 +4,7 @@
 mod config;
 mod data;
 mod model;
+mod plan;
 mod plot;
 mod run;
 mod samples;

@@ -187,70 +187,9 @@ fn plot(run: &RunDir) {
     }
 }
 
-/// `--dry-run`: loads the model, the trained parts and the data, checks them against the config
-/// and prints what the run would do; writes nothing.
-fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> anyhow::Result<()> {
-    let cfg = &opts.config;
-    let pipe = SdxlPipeline::<B::InnerBackend>::load(&cfg.model, &LoadOptions::default(), device)
-        .with_context(|| format!("loading the pipeline {}", cfg.model.display()))?;
-    let scale = pipe.vae.config.downscale();
-    if !cfg.resolution.is_multiple_of(scale) {
-        bail!(
-            "config field `resolution`: {} is not a multiple of the VAE's downscale factor {scale}",
-            cfg.resolution
-        );
-    }
-    Trainable::<B>::load(&cfg.model, cfg.parts(), device)?;
-    let source = Source::open(&cfg.data, cfg.resolution, cfg.seed, cfg.shard)?;
-    let t = cfg.trajectory;
-    let per_prompt = match cfg.method {
-        Method::Standard | Method::Autoencoder => 0,
-        Method::SharpenSft | Method::SharpenRlhf => t.n * t.m,
-        Method::Ddpo | Method::DiffusionDpo => t.n,
-    };
-    let micro = cfg.optim.accumulation.max(1);
-    let examples = cfg.steps * micro * cfg.batch_size;
-    let queries = per_prompt * cfg.batch_size * micro;
-    let data = match source.rows() {
-        Some(rows) => format!(
-            "{rows} rows ({:.1} passes for this rank)",
-            examples as f64 * cfg.shard.world_size as f64 / rows as f64
-        ),
-        None => "the shapes world (rendered on the fly)".into(),
-    };
-    let validation = if cfg.validation.enabled {
-        let prompts = match cfg.validation.prompts.len() {
-            0 => cfg.validation.count,
-            k => k,
-        };
-        format!(
-            "{} images at step 0 and every {} steps",
-            prompts * cfg.validation.seeds,
-            cfg.checkpoint_every
-        )
-    } else {
-        "off".into()
-    };
-    println!(
-        "dry run: {:?} of {} toward `{}`\n  data: {data}\n  steps: {} x {} micro-batches of {} = {examples} examples\n  reward queries: at most {queries} per step, {} in all\n  latents: {} x {} x {}\n  validation: {validation}\n  output: {}",
-        cfg.method,
-        cfg.model.display(),
-        cfg.reward.name(),
-        cfg.steps,
-        micro,
-        cfg.batch_size,
-        queries * cfg.steps,
-        pipe.vae.config.latent_channels,
-        cfg.resolution / scale,
-        cfg.resolution / scale,
-        opts.output_dir.display(),
-    );
-    Ok(())
-}
-
 pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::Result<()> {
     if opts.dry_run {
-        return dry_run::<B>(opts, &device);
+        return crate::plan::dry_run::<B>(opts, &device);
     }
     let cfg = &opts.config;
     let run = RunDir::create(&opts.output_dir)?;
