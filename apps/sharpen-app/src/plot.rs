@@ -24,6 +24,10 @@ const RIGHT: usize = 20;
 const TOP: usize = 30;
 const BOTTOM: usize = 40;
 const SCALE: usize = 2;
+/// Height of a line of text.
+const LINE: usize = 7 * SCALE + 4;
+/// Margin inside the axes, as a fraction of the data's range.
+const PAD: f64 = 0.04;
 
 /// 5x7 glyphs, one byte per row (low 5 bits, left pixel = bit 4).
 fn glyph(c: char) -> [u8; 7] {
@@ -251,12 +255,19 @@ pub fn panel(canvas: &mut Canvas, top: usize, height: usize, axes: Axes<'_>, ser
         smax = smax.max(fx(s));
     }
     canvas.text(LEFT, top + 6, axes.title, BLACK);
-    let mut legend_x = LEFT + Canvas::text_width(axes.title) + 24;
+    // The legend follows the title, wrapping onto more lines (the plot area moves down).
+    let (mut legend_x, mut legend_y) = (LEFT + Canvas::text_width(axes.title) + 24, top + 6);
     let shown: Vec<&Series> = series.iter().filter(|s| !s.points.is_empty()).collect();
     for s in shown.iter().filter(|_| shown.len() > 1) {
-        canvas.text(legend_x, top + 6, &s.name, s.colour);
-        legend_x += Canvas::text_width(&s.name) + 16;
+        let w = Canvas::text_width(&s.name);
+        if legend_x + w > x1 && legend_x > LEFT {
+            legend_x = LEFT;
+            legend_y += LINE;
+        }
+        canvas.text(legend_x, legend_y, &s.name, s.colour);
+        legend_x += w + 16;
     }
+    let y0 = y0 + (legend_y - (top + 6));
     for x in x0..=x1 {
         canvas.set(x as i64, y1 as i64, BLACK);
         canvas.set(x as i64, y0 as i64, GREY);
@@ -274,7 +285,12 @@ pub fn panel(canvas: &mut Canvas, top: usize, height: usize, axes: Axes<'_>, ser
     if smax <= smin {
         smax = smin + 1.0;
     }
-    let px = |s: f64| (x0 as f64 + (fx(s) - smin) / (smax - smin) * (x1 - x0) as f64) as i64;
+    // A margin of PAD of the range on every side keeps points off the axes.
+    let data = (lo, hi, smin, smax);
+    let (dy, dx) = ((hi - lo) * PAD, (smax - smin) * PAD);
+    let (lo, hi, smin, smax) = (lo - dy, hi + dy, smin - dx, smax + dx);
+    let pxf = |f: f64| (x0 as f64 + (f - smin) / (smax - smin) * (x1 - x0) as f64) as i64;
+    let px = |s: f64| pxf(fx(s));
     let py = |v: f64| (y1 as f64 - (v - lo) / (hi - lo) * (y1 - y0) as f64) as i64;
     for s in series {
         let points: Vec<(f64, f64)> = s
@@ -306,23 +322,26 @@ pub fn panel(canvas: &mut Canvas, top: usize, height: usize, axes: Axes<'_>, ser
             canvas.line((px(a.0), py(a.1)), (px(b.0), py(b.1)), s.colour);
         }
     }
-    let (hi_l, lo_l) = (label(hi), label(lo));
-    canvas.text(
-        x0.saturating_sub(Canvas::text_width(&hi_l) + 6),
-        y0,
-        &hi_l,
-        BLACK,
-    );
-    canvas.text(
-        x0.saturating_sub(Canvas::text_width(&lo_l) + 6),
-        y1 - 14,
-        &lo_l,
-        BLACK,
-    );
+    // The data's extents, labelled where they fall (ticks on the axes).
+    let (lo, hi, smin, smax) = data;
+    for v in [hi, lo] {
+        let (l, y) = (label(v), py(v));
+        for x in x0 - 4..x0 {
+            canvas.set(x as i64, y, BLACK);
+        }
+        let top = (y - 7).max(0) as usize;
+        canvas.text(x0.saturating_sub(Canvas::text_width(&l) + 6), top, &l, BLACK);
+    }
     let unfx = |v: f64| if axes.log_x { 10f64.powf(v) } else { v };
-    let (s0, s1) = (label(unfx(smin)), label(unfx(smax)));
-    canvas.text(x0, y1 + 8, &s0, BLACK);
-    canvas.text(x1 - Canvas::text_width(&s1), y1 + 8, &s1, BLACK);
+    for (f, right) in [(smin, false), (smax, true)] {
+        let (l, x) = (label(unfx(f)), pxf(f).max(0) as usize);
+        for y in y1..y1 + 4 {
+            canvas.set(x as i64, y as i64, BLACK);
+        }
+        let w = Canvas::text_width(&l);
+        let at = if right { x.saturating_sub(w) } else { x };
+        canvas.text(at, y1 + 8, &l, BLACK);
+    }
     canvas.text(
         (x0 + x1) / 2 - Canvas::text_width(axes.x_label) / 2,
         y1 + 8,
@@ -395,10 +414,15 @@ mod tests {
         assert_eq!(centres.len(), 3, "{red_columns:?}");
         let (a, b) = (centres[1] - centres[0], centres[2] - centres[1]);
         assert!(a.abs_diff(b) <= 1, "decades equally spaced: {centres:?}");
-        // The y range ignores the hidden point: the top dot sits at the top of the plot area.
+        // The y range ignores the hidden point (y = 5): the top dot sits near the top of the
+        // plot area, inside its margin.
         let top_red = (0..200)
             .find(|&y| (0..400).any(|x| canvas.pixels[(y * 400 + x) * 3..][..3] == RED))
             .unwrap();
-        assert!(top_red <= TOP + 2, "{top_red}");
+        let margin = (PAD * (200 - TOP - BOTTOM) as f64 / (1.0 + 2.0 * PAD)) as usize;
+        assert!(
+            top_red + 2 >= TOP && top_red <= TOP + margin + 2,
+            "{top_red}"
+        );
     }
 }

@@ -48,6 +48,10 @@ pub struct CompareArgs {
     /// Output folder: compare.json, compare.md, reward-vs-nfe.png, reward-vs-step.png.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Redraw the plots from the output folder's compare.json (and the runs' validation.jsonl)
+    /// without evaluating anything.
+    #[arg(long)]
+    pub replot: bool,
 }
 
 /// One compared method: its trained models (one per training seed) and, optionally, their run
@@ -187,7 +191,7 @@ impl CompareConfig {
 }
 
 /// One table row: a method at one best-of size.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub method: String,
     pub best_of: usize,
@@ -223,8 +227,27 @@ fn row(method: &str, best_of: usize, nfe: usize, tallies: &[Tally]) -> Row {
     }
 }
 
+/// `--replot`: the plots again from `compare.json`.
+fn replot(config: &CompareConfig) -> anyhow::Result<()> {
+    let path = config.output.join("compare.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let rows: Vec<Row> = serde_json::from_value(report["rows"].clone())
+        .with_context(|| format!("{}: no comparison rows", path.display()))?;
+    let base = report["base"].as_str().unwrap_or(config.base_name());
+    nfe_plot(&rows, base, &config.output.join("reward-vs-nfe.png"))?;
+    step_plot(&config.methods, &config.output.join("reward-vs-step.png"))?;
+    eprintln!("redrew the plots in {}", config.output.display());
+    Ok(())
+}
+
 pub fn run<B: Backend>(args: &CompareArgs, device: B::Device) -> anyhow::Result<()> {
     let config = CompareConfig::resolve(args)?;
+    if args.replot {
+        return replot(&config);
+    }
     let setup = &config.setup();
     let scenes = setup.scenes()?;
     let base = config.base_name();

@@ -1,8 +1,8 @@
 //! Means with 95% confidence intervals over independent repeats (seeds): Student's t.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MeanCi {
     pub mean: f64,
     /// Half-width of the 95% interval (0 with a single repeat: no spread to measure).

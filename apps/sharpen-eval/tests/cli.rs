@@ -174,6 +174,16 @@ runs = ["{}"]
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
     }
 
+    // --replot redraws from compare.json without evaluating (a missing model would fail).
+    std::fs::remove_file(out.join("reward-vs-nfe.png")).unwrap();
+    let replot = eval(&["compare", "--config", config.to_str().unwrap(), "--replot"]);
+    assert!(
+        replot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replot.stderr)
+    );
+    assert!(out.join("reward-vs-nfe.png").is_file());
+
     // Errors name what is wrong.
     let bad = eval(&["compare", "--method", &twice, "--base", "nobody"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no method is named `nobody`"));
