@@ -330,7 +330,12 @@ pub fn panel(canvas: &mut Canvas, top: usize, height: usize, axes: Axes<'_>, ser
             canvas.set(x as i64, y, BLACK);
         }
         let top = (y - 7).max(0) as usize;
-        canvas.text(x0.saturating_sub(Canvas::text_width(&l) + 6), top, &l, BLACK);
+        canvas.text(
+            x0.saturating_sub(Canvas::text_width(&l) + 6),
+            top,
+            &l,
+            BLACK,
+        );
     }
     let unfx = |v: f64| if axes.log_x { 10f64.powf(v) } else { v };
     for (f, right) in [(smin, false), (smax, true)] {

@@ -8,6 +8,7 @@ mod plan;
 mod plot;
 mod run;
 mod samples;
+mod setup;
 
 use std::path::PathBuf;
 

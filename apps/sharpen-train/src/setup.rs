@@ -1,0 +1,161 @@
+//! What a run sets up around its loop: the reward, prompt conditioning, the trainer (fresh or
+//! resumed), reward statistics, the VAE's measured latent scale and the metrics plot.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use sdxl_text::{PromptBatch, SdxlTextEncoders, SdxlTokenizers};
+use sdxl_unet::AddedCond;
+use sharpen_rewards::Reward;
+use sharpen_trainer::train::run_dir::RunDir;
+use sharpen_trainer::{Rollout, TextCond, Trainer};
+
+use crate::config::RewardKind;
+use crate::data::{image_tensor, Source};
+use crate::model::Trainable;
+use crate::run::RunOptions;
+
+pub fn reward<B: Backend>(kind: RewardKind) -> Box<dyn Reward<B>> {
+    sharpen_rewards::builtin(kind.name()).expect("every RewardKind is a built-in reward")
+}
+
+pub fn encode<B: Backend>(
+    encoders: &SdxlTextEncoders<B>,
+    tokenizers: &SdxlTokenizers,
+    prompts: &[&str],
+    resolution: usize,
+) -> anyhow::Result<TextCond<B>> {
+    let embeds = encoders
+        .encode(tokenizers, PromptBatch::new(prompts), None)
+        .context("encoding prompts")?;
+    let device = embeds.prompt_embeds.device();
+    let r = resolution as f32;
+    let ids: Vec<f32> = prompts
+        .iter()
+        .flat_map(|_| [r, r, 0.0, 0.0, r, r])
+        .collect();
+    Ok(TextCond {
+        context: embeds.prompt_embeds,
+        added: Some(AddedCond {
+            text_embeds: embeds.pooled_prompt_embeds,
+            time_ids: Tensor::from_data(TensorData::new(ids, [prompts.len(), 6]), &device),
+        }),
+    })
+}
+
+/// Rewards of one micro-batch: mean of all trajectories, mean of each prompt's best and worst.
+pub fn reward_stats(rollout: &Rollout, n: usize) -> [f64; 3] {
+    let groups: Vec<&[f64]> = rollout.scores.chunks(n).collect();
+    let mean = |v: &mut dyn Iterator<Item = f64>, k: usize| v.sum::<f64>() / k as f64;
+    let all = mean(&mut rollout.scores.iter().copied(), rollout.scores.len());
+    let best = mean(
+        &mut groups
+            .iter()
+            .map(|g| g.iter().copied().fold(f64::MIN, f64::max)),
+        groups.len(),
+    );
+    let worst = mean(
+        &mut groups
+            .iter()
+            .map(|g| g.iter().copied().fold(f64::MAX, f64::min)),
+        groups.len(),
+    );
+    [all, best, worst]
+}
+
+pub fn open_trainer<B: AutodiffBackend>(
+    opts: &RunOptions,
+    run: &RunDir,
+    device: &B::Device,
+) -> anyhow::Result<Trainer<B, Trainable<B>>> {
+    let cfg = &opts.config;
+    match &opts.resume {
+        Some(spec) => {
+            let checkpoint = if spec == "latest" {
+                run.latest()?.with_context(|| {
+                    format!(
+                        "--resume latest: {} holds no checkpoint",
+                        run.root.display()
+                    )
+                })?
+            } else {
+                PathBuf::from(spec)
+            };
+            let model = Trainable::load(&checkpoint, cfg.parts(), device)?;
+            let mut trainer = Trainer::resume(&checkpoint, model, cfg.optim.clone(), device)?;
+            if cfg.optim.ema_decay.is_some() {
+                let dir = checkpoint.join("ema");
+                if dir.is_dir() {
+                    trainer.set_ema(Trainable::load(&dir, cfg.parts(), device)?);
+                } else {
+                    tracing::warn!(
+                        "{} holds no EMA weights: the average starts from the current weights",
+                        checkpoint.display()
+                    );
+                }
+            }
+            run.truncate_metrics(trainer.state.step)?;
+            tracing::info!(step = trainer.state.step, checkpoint = %checkpoint.display(), "resumed");
+            Ok(trainer)
+        }
+        None => {
+            if run.latest()?.is_some() {
+                bail!(
+                    "{} already holds a run: continue it with --resume latest, or choose another --output-dir",
+                    run.root.display()
+                );
+            }
+            let model = Trainable::load(&cfg.model, cfg.parts(), device)?;
+            Ok(Trainer::new(model, cfg.optim.clone(), cfg.seed))
+        }
+    }
+}
+
+/// 1 / the standard deviation of the latents (posterior means) of the first 64 training images:
+/// what diffusers' `scaling_factor` is for (unit-variance latents for the UNet).
+pub fn latent_scaling_factor<B: Backend>(
+    vae: &sdxl_vae::AutoencoderKL<B>,
+    source: &Source,
+    resolution: usize,
+    device: &B::Device,
+) -> anyhow::Result<f64> {
+    let mut values: Vec<f64> = Vec::new();
+    for batch in 0..4u64 {
+        let examples: Vec<_> = (0..16).map(|i| source.get(batch * 16 + i)).collect();
+        let images: Vec<&[u8]> = examples
+            .iter()
+            .map(|e| {
+                e.image
+                    .as_deref()
+                    .context("the autoencoder trains on images")
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let z = vae
+            .encode(image_tensor::<B>(&images, resolution, device))
+            .mean;
+        values.extend(
+            z.into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .expect("floats"),
+        );
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    anyhow::ensure!(
+        var > 0.0,
+        "the VAE's latents do not vary: cannot scale them"
+    );
+    Ok(1.0 / var.sqrt())
+}
+
+/// Redraws `metrics.png`; a failure is logged, never fatal.
+pub fn plot(run: &RunDir) {
+    let out = run.root.join("metrics.png");
+    if let Err(e) = crate::plot::write_plot(&run.metrics_path(), &run.validation_path(), &out) {
+        tracing::warn!("could not draw metrics.png: {e:#}");
+    }
+}
