@@ -76,7 +76,7 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
         .map(|i| {
             let x = (i as u64 + 1)
                 .wrapping_mul(6364136223846793005)
-                .wrapping_add(seed * 1442695040888963407);
+                .wrapping_add(seed.wrapping_mul(1442695040888963407));
             ((x >> 33) % 3001) as f32 / 1000.0 - 1.5
         })
         .collect()
