@@ -96,6 +96,28 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// A U8 tensor (8-bit images) as floats k / 255, with its shape.
+    pub fn image_u8(&self, key: &str) -> TensorData {
+        let (path, entry) = self
+            .checkpoint
+            .entry(key)
+            .unwrap_or_else(|| panic!("no reference tensor {key}"));
+        assert_eq!(
+            entry.dtype,
+            sharpen_weights::SafetensorsDtype::U8,
+            "{key} in {} is not U8",
+            path.display()
+        );
+        let bytes = std::fs::read(path).expect("reference file");
+        let values = bytes[entry.start..entry.end]
+            .iter()
+            .map(|&b| b as f32 / 255.0)
+            .collect::<Vec<_>>();
+        TensorData::new(values, entry.shape.clone())
+    }
+}
+
 fn safetensors_dtype_i64() -> sharpen_weights::SafetensorsDtype {
     sharpen_weights::SafetensorsDtype::I64
 }

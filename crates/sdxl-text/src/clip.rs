@@ -93,6 +93,48 @@ pub struct ClipEncoder<B: Backend> {
     pub layers: Vec<ClipEncoderLayer<B>>,
 }
 
+/// The sizes of a CLIP transformer encoder (text and vision towers share the layer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClipEncoderShape {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub activation: ClipActivation,
+    pub layer_norm_eps: f64,
+}
+
+impl<B: Backend> ClipEncoder<B> {
+    pub fn new(shape: &ClipEncoderShape, device: &B::Device) -> Self {
+        let h = shape.hidden;
+        let norm = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(shape.layer_norm_eps)
+                .init(device)
+        };
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let layers = (0..shape.layers)
+            .map(|_| ClipEncoderLayer {
+                self_attn: ClipAttention {
+                    q_proj: linear(h, h),
+                    k_proj: linear(h, h),
+                    v_proj: linear(h, h),
+                    out_proj: linear(h, h),
+                    num_heads: shape.heads,
+                },
+                layer_norm1: norm(),
+                mlp: ClipMlp {
+                    fc1: linear(h, shape.intermediate),
+                    fc2: linear(shape.intermediate, h),
+                    activation: shape.activation,
+                },
+                layer_norm2: norm(),
+            })
+            .collect();
+        Self { layers }
+    }
+}
+
 /// The text tower (`text_model.*` in checkpoints).
 #[derive(Module, Debug)]
 pub struct ClipTextTransformer<B: Backend> {
@@ -129,38 +171,30 @@ impl<B: Backend> ClipTextOutput<B> {
 }
 
 impl<B: Backend> ClipTextTransformer<B> {
-    fn new(config: &ClipTextConfig, device: &B::Device) -> Self {
+    pub fn new(config: &ClipTextConfig, device: &B::Device) -> Self {
         let h = config.hidden_size;
         let norm = || {
             LayerNormConfig::new(h)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device)
         };
-        let linear = |i, o| LinearConfig::new(i, o).init(device);
-        let layers = (0..config.num_layers)
-            .map(|_| ClipEncoderLayer {
-                self_attn: ClipAttention {
-                    q_proj: linear(h, h),
-                    k_proj: linear(h, h),
-                    v_proj: linear(h, h),
-                    out_proj: linear(h, h),
-                    num_heads: config.num_heads,
-                },
-                layer_norm1: norm(),
-                mlp: ClipMlp {
-                    fc1: linear(h, config.intermediate_size),
-                    fc2: linear(config.intermediate_size, h),
-                    activation: config.activation,
-                },
-                layer_norm2: norm(),
-            })
-            .collect();
+        let encoder = ClipEncoder::new(
+            &ClipEncoderShape {
+                hidden: h,
+                intermediate: config.intermediate_size,
+                layers: config.num_layers,
+                heads: config.num_heads,
+                activation: config.activation,
+                layer_norm_eps: config.layer_norm_eps,
+            },
+            device,
+        );
         Self {
             embeddings: ClipTextEmbeddings {
                 token_embedding: EmbeddingConfig::new(config.vocab_size, h).init(device),
                 position_embedding: EmbeddingConfig::new(config.max_positions, h).init(device),
             },
-            encoder: ClipEncoder { layers },
+            encoder,
             final_layer_norm: norm(),
             pooling: config.pooling,
         }

@@ -8,7 +8,8 @@ pub mod prompt;
 pub mod tokenizer;
 
 pub use clip::{
-    ClipTextModel, ClipTextModelWithProjection, ClipTextOutput, ClipTextProjectionOutput,
+    ClipEncoder, ClipEncoderShape, ClipTextModel, ClipTextModelWithProjection, ClipTextOutput,
+    ClipTextProjectionOutput, ClipTextTransformer,
 };
 pub use config::{ClipActivation, ClipTextConfig, ClipTextConfigJson, ConfigError, EosPooling};
 pub use prompt::{

@@ -4,6 +4,8 @@
 //! compressibility and incompressibility (DDPO) and the shapes world's compositional scorer; the
 //! model-based rewards land with issue 5.
 
+mod aesthetic;
+mod clip;
 mod image;
 mod jpeg;
 mod shapes;
@@ -11,6 +13,8 @@ mod shapes;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+pub use aesthetic::AestheticReward;
+pub use clip::{ClipScore, ClipScoreKind};
 pub use image::to_rgb8;
 pub use jpeg::{jpeg_size_bytes, JpegReward, JpegRewardKind};
 pub use shapes::ShapesReward;

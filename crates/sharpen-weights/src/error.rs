@@ -26,6 +26,8 @@ pub enum WeightsError {
         key: String,
         dtype: String,
     },
+    #[error("{}: not a readable PyTorch checkpoint: {message}", path.display())]
+    InvalidPth { path: PathBuf, message: String },
     #[error("{}: {message}", path.display())]
     InvalidIndex { path: PathBuf, message: String },
     #[error("{}: {message}", path.display())]

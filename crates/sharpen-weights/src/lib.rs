@@ -9,10 +9,12 @@
 //! - `config.json` mirrors and tokenizer files.
 
 mod checkpoint;
+pub mod clip;
 mod config;
 mod error;
 mod load;
 mod path;
+mod pth;
 mod safetensors_file;
 mod save;
 pub mod single_file;
@@ -27,6 +29,7 @@ pub use error::{KeyReport, WeightsError};
 pub use load::{
     expected_keys, expected_params, load_module, load_module_as, LoadOptions, LoadSpec,
 };
+pub use pth::PthFile;
 pub use safetensors::Dtype as SafetensorsDtype;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
 pub use save::{module_tensors, save_module, save_tensors};
