@@ -1,7 +1,9 @@
-//! `sharpen-eval`: evaluate models on prompt benchmarks with the reward zoo. So far: `shapes`,
-//! the shapes world's compositional benchmark, and `compare`, several methods on it side by side.
+//! `sharpen-eval`: evaluate models on prompt benchmarks with the reward zoo: `shapes`, the shapes
+//! world's compositional benchmark; `compare`, several methods on it side by side; `score`, one
+//! reward over a manifest of images and prompts.
 
 mod compare;
+mod score;
 mod shapes;
 mod stats;
 
@@ -29,6 +31,9 @@ enum Job {
     /// and JSON) with 95% CIs, reward vs NFEs (best-of-N curve of the base model, the other
     /// methods as points) and reward vs training step.
     Compare(compare::CompareArgs),
+    /// One reward over a manifest of images and prompts (JSON lines in, the same lines with
+    /// `score` out).
+    Score(score::ScoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +55,13 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "cuda")]
         (Job::Compare(a), ResolvedDevice::Cuda(i)) => {
             compare::run::<sharpen_app::CudaBackend>(a, burn::backend::cuda::CudaDevice::new(i))
+        }
+        (Job::Score(a), ResolvedDevice::Cpu) => {
+            score::run::<sharpen_app::CpuBackend>(a, Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        (Job::Score(a), ResolvedDevice::Cuda(i)) => {
+            score::run::<sharpen_app::CudaBackend>(a, burn::backend::cuda::CudaDevice::new(i))
         }
     }
 }

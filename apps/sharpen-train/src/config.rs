@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sharpen_loss::RewardMargin;
+use sharpen_rewards::RewardSpec;
 use sharpen_trainer::{DdpoConfig, DpoConfig, OptimConfig, RlhfConfig, TrajectoryConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,21 +37,28 @@ impl Method {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RewardKind {
-    JpegCompressibility,
-    JpegIncompressibility,
-    Shapes,
+/// The reward: a name (`reward = "shapes"`), or a table with what it loads
+/// (`[reward]` with `name`, `weights`, and `clip` / `scale` where they apply; see
+/// `sharpen_rewards::RewardSpec`). Paths are relative to the working directory, like `model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RewardConfig {
+    Name(String),
+    Spec(RewardSpec),
 }
 
-impl RewardKind {
-    /// The reward's name in `sharpen_rewards::builtin`.
-    pub fn name(self) -> &'static str {
+impl RewardConfig {
+    pub fn spec(&self) -> RewardSpec {
         match self {
-            Self::JpegCompressibility => "jpeg-compressibility",
-            Self::JpegIncompressibility => "jpeg-incompressibility",
-            Self::Shapes => "shapes",
+            Self::Name(name) => RewardSpec::named(name),
+            Self::Spec(spec) => spec.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Name(name) => name,
+            Self::Spec(spec) => &spec.name,
         }
     }
 }
@@ -274,7 +282,7 @@ pub struct TrainConfig {
     pub method: Method,
     /// A diffusers pipeline folder (tokenizers, text encoders, UNet, VAE, scheduler).
     pub model: PathBuf,
-    pub reward: RewardKind,
+    pub reward: RewardConfig,
     pub data: DataConfig,
     #[serde(default)]
     pub seed: u64,
@@ -359,6 +367,10 @@ impl TrainConfig {
                 format!("`{}` is not a plain folder name", self.name),
             ));
         }
+        self.reward
+            .spec()
+            .validate()
+            .map_err(|e| field("reward", e))?;
         if self.steps == 0 {
             return Err(field("steps", "must be at least 1".into()));
         }

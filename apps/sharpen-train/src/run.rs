@@ -54,7 +54,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     let pipe = SdxlPipeline::<B::InnerBackend>::load(&cfg.model, &LoadOptions::default(), &device)
         .with_context(|| format!("loading the pipeline {}", cfg.model.display()))?;
     let source = Source::open(&cfg.data, cfg.resolution, cfg.seed, cfg.shard)?;
-    let reward = reward::<B::InnerBackend>(cfg.reward);
+    let reward = reward::<B::InnerBackend>(&cfg.reward, &device)?;
     let mut trainer = open_trainer::<B>(opts, &run, &device)?;
     let trajectory = cfg.trajectory;
     let rlhf = cfg.rlhf();

@@ -12,13 +12,18 @@ use sharpen_rewards::Reward;
 use sharpen_trainer::train::run_dir::RunDir;
 use sharpen_trainer::{Rollout, TextCond, Trainer};
 
-use crate::config::RewardKind;
+use crate::config::RewardConfig;
 use crate::data::{image_tensor, Source};
 use crate::model::Trainable;
 use crate::run::RunOptions;
 
-pub fn reward<B: Backend>(kind: RewardKind) -> Box<dyn Reward<B>> {
-    sharpen_rewards::builtin(kind.name()).expect("every RewardKind is a built-in reward")
+/// Loads the run's reward (model-based rewards read their weights here, before training starts).
+pub fn reward<B: Backend>(
+    config: &RewardConfig,
+    device: &B::Device,
+) -> anyhow::Result<Box<dyn Reward<B>>> {
+    sharpen_rewards::load::<B>(&config.spec(), device)
+        .with_context(|| format!("loading reward `{}`", config.name()))
 }
 
 pub fn encode<B: Backend>(

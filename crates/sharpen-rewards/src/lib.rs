@@ -1,14 +1,17 @@
 //! Rewards: a batch of images (RGB in [0, 1]) and their prompts in, one score per image out.
 //!
-//! Each reward names the reference it matches (package, preprocessing, formula). So far: JPEG
-//! compressibility and incompressibility (DDPO) and the shapes world's compositional scorer; the
-//! model-based rewards land with issue 5.
+//! Each reward names the reference it matches (package, preprocessing, formula): CLIP score,
+//! PickScore, the LAION aesthetic predictor, JPEG compressibility and incompressibility (DDPO),
+//! the shapes world's compositional scorer, and weighted sums of them ([`registry`]).
 
 mod aesthetic;
 mod clip;
 mod image;
 mod jpeg;
+pub mod registry;
 mod shapes;
+
+use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -17,6 +20,7 @@ pub use aesthetic::AestheticReward;
 pub use clip::{ClipScore, ClipScoreKind};
 pub use image::to_rgb8;
 pub use jpeg::{jpeg_size_bytes, JpegReward, JpegRewardKind};
+pub use registry::{load, RewardSpec, WeightedConfig, WeightedReward, NAMES};
 pub use shapes::ShapesReward;
 
 /// What a reward is.
@@ -68,6 +72,27 @@ pub trait Reward<B: Backend> {
 
     /// images: [batch, 3, h, w], RGB in [0, 1]; prompts: one per image. Returns [batch].
     fn score(&self, images: Tensor<B, 4>, prompts: &[&str]) -> Result<Tensor<B, 1>, RewardError>;
+
+    /// [`Self::score`] with named sub-scores per image where the reward has them (a weighted
+    /// sum's parts, a grader's aspect scores); none by default.
+    fn score_detailed(
+        &self,
+        images: Tensor<B, 4>,
+        prompts: &[&str],
+    ) -> Result<Scored<B>, RewardError> {
+        let batch = images.dims()[0];
+        Ok(Scored {
+            scores: self.score(images, prompts)?,
+            aspects: vec![BTreeMap::new(); batch],
+        })
+    }
+}
+
+/// Scores and, per image, named sub-scores.
+#[derive(Debug, Clone)]
+pub struct Scored<B: Backend> {
+    pub scores: Tensor<B, 1>,
+    pub aspects: Vec<BTreeMap<String, f64>>,
 }
 
 pub(crate) fn check_batch(
