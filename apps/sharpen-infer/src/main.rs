@@ -56,10 +56,15 @@ pub struct Args {
     /// from seeds derived from it), the one --verifier scores highest is kept. Costs N x the NFEs.
     #[arg(long, default_value_t = 1)]
     pub best_of: usize,
-    /// The reward that picks the best candidate: jpeg-compressibility, jpeg-incompressibility or
-    /// shapes.
+    /// The reward that picks the best candidate: clip, pickscore, aesthetic,
+    /// jpeg-compressibility, jpeg-incompressibility, shapes or weighted.
     #[arg(long)]
     pub verifier: Option<String>,
+    /// What the verifier loads: a CLIPModel folder (clip, pickscore), the predictor's .pth
+    /// (aesthetic; its CLIP ViT-L/14 folder beside it as clip-vit-large-patch14), or the parts
+    /// file (weighted).
+    #[arg(long)]
+    pub verifier_weights: Option<PathBuf>,
     /// cpu, cuda or cuda:N (falls back to the CPU, with a warning, when no GPU can be used).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,

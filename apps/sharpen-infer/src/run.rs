@@ -9,7 +9,7 @@ use sharpen_nn::AttentionMode;
 use sharpen_pipeline::{
     candidate_seed, seeded_noise, GenerateOptions, GenerateRequest, SdxlPipeline, SeededStepNoise,
 };
-use sharpen_rewards::{builtin, BUILTIN};
+use sharpen_rewards::{RewardSpec, NAMES};
 use sharpen_schedulers::SamplerKind;
 use sharpen_weights::{save_tensors, Checkpoint, LoadOptions};
 
@@ -110,14 +110,22 @@ pub fn run<B: Backend>(
         (_, 0) => bail!("--best-of must be at least 1"),
         (None, 1) => None,
         (None, _) => bail!(
-            "--best-of {} needs --verifier (one of {:?})",
+            "--best-of {} needs --verifier (one of {})",
             args.best_of,
-            BUILTIN
+            NAMES.join(", ")
         ),
-        (Some(name), _) => Some(
-            builtin::<B>(name)
-                .with_context(|| format!("unknown --verifier `{name}` (one of {BUILTIN:?})"))?,
-        ),
+        (Some(name), _) => {
+            let spec = RewardSpec {
+                weights: args.verifier_weights.clone(),
+                ..RewardSpec::named(name)
+            };
+            spec.validate()
+                .map_err(|e| anyhow::anyhow!("--verifier: {e} (--verifier-weights)"))?;
+            Some(
+                sharpen_rewards::load::<B>(&spec, &device)
+                    .with_context(|| format!("loading --verifier `{name}`"))?,
+            )
+        }
     };
     if args.best_of > 1 && args.latents.is_some() {
         bail!("--best-of draws each candidate's noise from a seed: it cannot start from --latents");

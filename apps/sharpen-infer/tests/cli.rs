@@ -149,7 +149,7 @@ fn bad_arguments_give_clear_errors() {
                 "--verifier",
                 "clip",
             ],
-            "unknown --verifier `clip`",
+            "reward `clip` needs `weights`",
         ),
         (
             &["--model", "/nonexistent/folder", "--prompt", "x"],
@@ -260,4 +260,45 @@ fn best_of_n_keeps_the_verifiers_favourite_and_it_reproduces_from_its_seed() {
             "image {i}"
         );
     }
+}
+
+#[test]
+fn a_model_reward_can_be_the_verifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = root().join("tests/fixtures/pipeline/tiny-sdxl");
+    let pick = root().join("tests/fixtures/clip/laion-tiny");
+    let out = dir.path().join("pick.png");
+    let run = infer(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a red circle",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--steps",
+        "2",
+        "--best-of",
+        "2",
+        "--verifier",
+        "pickscore",
+        "--verifier-weights",
+        pick.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(record["verifier"], "pickscore");
+    let scores = record["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 2);
+    // PickScore = exp(logit_scale) * cosine, logit_scale = ln(100) in the fixture.
+    assert!(scores.iter().all(|s| s.as_f64().unwrap().abs() <= 100.0));
 }

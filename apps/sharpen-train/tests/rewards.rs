@@ -70,7 +70,10 @@ fn sharpening_toward_clip_score_from_a_model_folder() {
     }
     // The resolved config keeps the table.
     let saved = std::fs::read_to_string(tmp.path().join("run/config.toml")).unwrap();
-    assert!(saved.contains("openai-tiny") && saved.contains("scale = 100.0"), "{saved}");
+    assert!(
+        saved.contains("openai-tiny") && saved.contains("scale = 100.0"),
+        "{saved}"
+    );
     let validation = std::fs::read_to_string(tmp.path().join("run/validation.jsonl")).unwrap();
     assert_eq!(validation.lines().count(), 2);
 }
