@@ -8,6 +8,7 @@ mod aesthetic;
 mod clip;
 mod image;
 mod jpeg;
+pub mod mllm;
 pub mod registry;
 mod shapes;
 
@@ -20,6 +21,7 @@ pub use aesthetic::AestheticReward;
 pub use clip::{ClipScore, ClipScoreKind};
 pub use image::to_rgb8;
 pub use jpeg::{jpeg_size_bytes, JpegReward, JpegRewardKind};
+pub use mllm::{MllmConfig, MllmReward};
 pub use registry::{load, RewardSpec, WeightedConfig, WeightedReward, NAMES};
 pub use shapes::ShapesReward;
 

@@ -9,13 +9,17 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::clip::failed;
-use crate::{builtin, AestheticReward, ClipScore, Reward, RewardError, RewardInfo, Scored};
+use crate::{
+    builtin, AestheticReward, ClipScore, MllmConfig, MllmReward, Reward, RewardError, RewardInfo,
+    Scored,
+};
 
 /// Every reward name [`load`] knows.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "clip",
     "pickscore",
     "aesthetic",
+    "mllm",
     "jpeg-compressibility",
     "jpeg-incompressibility",
     "shapes",
@@ -30,7 +34,7 @@ pub struct RewardSpec {
     /// One of [`NAMES`].
     pub name: String,
     /// `clip`, `pickscore`: a transformers CLIPModel folder; `aesthetic`: the predictor's `.pth`;
-    /// `weighted`: the TOML file listing the parts. Relative paths in a weighted file are relative
+    /// `mllm`: the grader's TOML file ([`MllmConfig`]); `weighted`: the TOML file listing the parts. Relative paths in a weighted file are relative
     /// to that file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
@@ -78,6 +82,7 @@ impl RewardSpec {
                 match self.name.as_str() {
                     "aesthetic" => "the predictor's .pth file",
                     "weighted" => "the TOML file listing the parts",
+                    "mllm" => "the grader's TOML file (base_url, model, ...)",
                     _ => "a transformers CLIPModel folder",
                 }
             ));
@@ -161,6 +166,7 @@ pub fn load<B: Backend>(
             device,
         )?),
         "pickscore" => Box::new(ClipScore::load_pickscore(weights, device)?),
+        "mllm" => Box::new(MllmReward::new(MllmConfig::read(weights)?)?),
         "aesthetic" => {
             let clip = match &spec.clip {
                 Some(clip) => clip.clone(),
