@@ -9,6 +9,7 @@
 pub mod aesthetic;
 pub mod config;
 pub mod model;
+pub mod open_clip;
 pub mod preprocess;
 pub mod vision;
 
@@ -18,5 +19,6 @@ pub use config::{
     ImageProcessorJson,
 };
 pub use model::{cosine, l2_normalize, ClipModel};
+pub use open_clip::{OpenClipConfigJson, OpenClipModelCfg, OPEN_CLIP_ARCHS};
 pub use preprocess::{resize_bicubic_aa, ClipPreprocess, Fit};
 pub use vision::{ClipVisionEmbeddings, ClipVisionOutput, ClipVisionTransformer};

@@ -12,8 +12,9 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sdxl_text::ClipTokenizer;
-use sharpen_clip::{cosine, ClipModel, ClipPreprocess};
+use sharpen_clip::{cosine, ClipModel, ClipPreprocess, Fit};
 use sharpen_weights::clip::{load_clip_model, load_clip_preprocess};
+use sharpen_weights::open_clip::load_open_clip_model;
 use sharpen_weights::text::load_clip_tokenizer;
 use sharpen_weights::LoadOptions;
 
@@ -30,6 +31,8 @@ pub enum ClipScoreKind {
 
 /// A CLIP model with its tokenizer and preprocessing, as one reward.
 pub struct ClipScore<B: Backend> {
+    /// `clip`, `pickscore` or `hpsv2`.
+    pub name: &'static str,
     pub model: ClipModel<B>,
     pub tokenizer: ClipTokenizer,
     pub preprocess: ClipPreprocess,
@@ -41,6 +44,31 @@ pub(crate) fn failed(reward: &'static str, e: impl std::fmt::Display) -> RewardE
         reward,
         message: e.to_string(),
     }
+}
+
+/// The CLIP BPE tokenizer shipped with the project (`assets/clip-tokenizer/tokenizer`, made
+/// from open_clip's vocabulary), for checkpoints that carry no tokenizer files.
+pub(crate) fn shipped_tokenizer() -> ClipTokenizer {
+    const DIR: &str = "../../../assets/clip-tokenizer/tokenizer/";
+    ClipTokenizer::from_sources(sdxl_text::ClipTokenizerSources {
+        vocab_json: include_str!(concat!(
+            "../../../assets/clip-tokenizer/tokenizer/",
+            "vocab.json"
+        )),
+        merges_txt: include_str!(concat!(
+            "../../../assets/clip-tokenizer/tokenizer/",
+            "merges.txt"
+        )),
+        tokenizer_config_json: Some(include_str!(concat!(
+            "../../../assets/clip-tokenizer/tokenizer/",
+            "tokenizer_config.json"
+        ))),
+        special_tokens_map_json: Some(include_str!(concat!(
+            "../../../assets/clip-tokenizer/tokenizer/",
+            "special_tokens_map.json"
+        ))),
+    })
+    .unwrap_or_else(|e| panic!("the shipped tokenizer in {DIR} is valid: {e}"))
 }
 
 /// Loads model, tokenizer and preprocessing from one transformers `CLIPModel` folder.
@@ -100,6 +128,7 @@ impl<B: Backend> ClipScore<B> {
     pub fn load_clip(dir: &Path, scale: f64, device: &B::Device) -> Result<Self, RewardError> {
         let (model, tokenizer, preprocess) = load_parts("clip", dir, device)?;
         Ok(Self {
+            name: "clip",
             model,
             tokenizer,
             preprocess,
@@ -111,6 +140,7 @@ impl<B: Backend> ClipScore<B> {
     pub fn load_pickscore(dir: &Path, device: &B::Device) -> Result<Self, RewardError> {
         let (model, tokenizer, preprocess) = load_parts("pickscore", dir, device)?;
         Ok(Self {
+            name: "pickscore",
             model,
             tokenizer,
             preprocess,
@@ -118,11 +148,66 @@ impl<B: Backend> ClipScore<B> {
         })
     }
 
-    fn name(&self) -> &'static str {
-        match self.kind {
-            ClipScoreKind::Cosine { .. } => "clip",
-            ClipScoreKind::PickScore => "pickscore",
+    /// `clip` on an open_clip checkpoint (a file, or a hub folder with `open_clip_config.json`);
+    /// `arch` names the architecture when no config sits beside it. Tokenizer: the CLIP BPE
+    /// shipped in this binary (what open_clip bundles); preprocessing: CLIP's at the model's size.
+    pub fn load_open_clip(
+        path: &Path,
+        arch: Option<&str>,
+        scale: f64,
+        device: &B::Device,
+    ) -> Result<Self, RewardError> {
+        let model =
+            load_open_clip_model(path, arch, None, device).map_err(|e| failed("clip", e))?;
+        let preprocess = ClipPreprocess::clip(model.image_size());
+        Ok(Self {
+            name: "clip",
+            model,
+            tokenizer: shipped_tokenizer(),
+            preprocess,
+            kind: ClipScoreKind::Cosine { scale },
+        })
+    }
+
+    /// `hpsv2`: HPSv2 / v2.1 (`HPS_v2_compressed.pt`, `HPS_v2.1_compressed.pt`: an open_clip
+    /// ViT-H/14 state dict under `state_dict`), plain cosine, with its preprocessing: the longer
+    /// side resized to 224 (bicubic), centred black padding to 224 x 224, CLIP mean and std.
+    pub fn load_hpsv2(
+        path: &Path,
+        arch: Option<&str>,
+        device: &B::Device,
+    ) -> Result<Self, RewardError> {
+        if path.is_dir() && !path.join("open_clip_config.json").is_file() {
+            return Err(failed(
+                "hpsv2",
+                format!(
+                    "{} is a folder: `hpsv2` takes the HPS checkpoint file (HPS_v2.1_compressed.pt)",
+                    path.display()
+                ),
+            ));
         }
+        let model = load_open_clip_model(path, Some(arch.unwrap_or("ViT-H-14")), None, device)
+            .or_else(|e| match arch {
+                // A tiny or custom model with its own open_clip_config.json.
+                None => load_open_clip_model(path, None, None, device).map_err(|_| e),
+                Some(_) => Err(e),
+            })
+            .map_err(|e| failed("hpsv2", e))?;
+        let preprocess = ClipPreprocess {
+            fit: Fit::LongestSideThenPad,
+            ..ClipPreprocess::clip(model.image_size())
+        };
+        Ok(Self {
+            name: "hpsv2",
+            model,
+            tokenizer: shipped_tokenizer(),
+            preprocess,
+            kind: ClipScoreKind::Cosine { scale: 1.0 },
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        self.name
     }
 
     fn factor(&self) -> f64 {

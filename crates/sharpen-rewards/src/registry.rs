@@ -15,9 +15,10 @@ use crate::{
 };
 
 /// Every reward name [`load`] knows.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "clip",
     "pickscore",
+    "hpsv2",
     "aesthetic",
     "mllm",
     "jpeg-compressibility",
@@ -33,7 +34,8 @@ pub const NAMES: [&str; 8] = [
 pub struct RewardSpec {
     /// One of [`NAMES`].
     pub name: String,
-    /// `clip`, `pickscore`: a transformers CLIPModel folder; `aesthetic`: the predictor's `.pth`;
+    /// `clip`: a transformers CLIPModel folder, or an open_clip checkpoint (file or hub folder);
+    /// `pickscore`: a transformers CLIPModel folder; `hpsv2`: the HPS `.pt`; `aesthetic`: the predictor's `.pth`;
     /// `mllm`: the grader's TOML file ([`MllmConfig`]); `weighted`: the TOML file listing the parts. Relative paths in a weighted file are relative
     /// to that file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,6 +43,10 @@ pub struct RewardSpec {
     /// `aesthetic`: the CLIP ViT-L/14 folder (default: `clip-vit-large-patch14` beside the `.pth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<PathBuf>,
+    /// `clip` (open_clip checkpoints), `hpsv2`: the open_clip architecture (`ViT-H-14`, ...)
+    /// when no `open_clip_config.json` sits beside the weights (`hpsv2` default: `ViT-H-14`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
     /// `clip`: multiply the cosine by this (default 1; the paper's training reward uses 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<f64>,
@@ -60,6 +66,7 @@ impl RewardSpec {
             name: name.to_string(),
             weights: None,
             clip: None,
+            arch: None,
             scale: None,
             weight: 1.0,
         }
@@ -83,6 +90,7 @@ impl RewardSpec {
                     "aesthetic" => "the predictor's .pth file",
                     "weighted" => "the TOML file listing the parts",
                     "mllm" => "the grader's TOML file (base_url, model, ...)",
+                    "hpsv2" => "the HPS checkpoint file",
                     _ => "a transformers CLIPModel folder",
                 }
             ));
@@ -90,6 +98,12 @@ impl RewardSpec {
         if self.scale.is_some() && self.name != "clip" {
             return Err(format!(
                 "`scale` applies to `clip` only, not `{}`",
+                self.name
+            ));
+        }
+        if self.arch.is_some() && !matches!(self.name.as_str(), "clip" | "hpsv2") {
+            return Err(format!(
+                "`arch` applies to `clip` and `hpsv2` only, not `{}`",
                 self.name
             ));
         }
@@ -160,9 +174,21 @@ pub fn load<B: Backend>(
     }
     let weights = spec.weights.as_deref().expect("validated: weights present");
     Ok(match spec.name.as_str() {
-        "clip" => Box::new(ClipScore::load_clip(
+        // A transformers folder has config.json; anything else is an open_clip checkpoint.
+        "clip" if weights.join("config.json").is_file() => Box::new(ClipScore::load_clip(
             weights,
             spec.scale.unwrap_or(1.0),
+            device,
+        )?),
+        "clip" => Box::new(ClipScore::load_open_clip(
+            weights,
+            spec.arch.as_deref(),
+            spec.scale.unwrap_or(1.0),
+            device,
+        )?),
+        "hpsv2" => Box::new(ClipScore::load_hpsv2(
+            weights,
+            spec.arch.as_deref(),
             device,
         )?),
         "pickscore" => Box::new(ClipScore::load_pickscore(weights, device)?),

@@ -55,22 +55,23 @@ pub fn load_clip_model<B: Backend>(
     };
     let bin = dir.join("pytorch_model.bin");
     match Checkpoint::open_folder(dir, WeightsStem::Transformers, options.variant()) {
-        Ok(checkpoint) => finish(config, &checkpoint, &spec, options, device),
+        Ok(checkpoint) => finish_clip(config, &checkpoint, &spec, options.dtype, device),
         Err(WeightsError::NoWeights { .. }) if bin.is_file() => {
-            finish(config, &PthFile::open(&bin)?, &spec, options, device)
+            finish_clip(config, &PthFile::open(&bin)?, &spec, options.dtype, device)
         }
         Err(e) => Err(e),
     }
 }
 
-fn finish<B: Backend, S: WeightSource>(
+/// Loads `source` into a `CLIPModel` built from `config`, and its 0-d `logit_scale`.
+pub(crate) fn finish_clip<B: Backend, S: WeightSource>(
     config: ClipModelConfig,
     source: &S,
     spec: &LoadSpec<'_>,
-    options: &LoadOptions,
+    dtype: Option<DType>,
     device: &B::Device,
 ) -> Result<ClipModel<B>, WeightsError> {
-    let mut model = load_module_as(ClipModel::new(&config, device), source, spec, options.dtype)?;
+    let mut model = load_module_as(ClipModel::new(&config, device), source, spec, dtype)?;
     let info = source
         .info("logit_scale")
         .ok_or_else(|| WeightsError::KeyMismatch {

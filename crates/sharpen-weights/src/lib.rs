@@ -13,6 +13,7 @@ pub mod clip;
 mod config;
 mod error;
 mod load;
+pub mod open_clip;
 mod path;
 mod pth;
 mod safetensors_file;

@@ -9,7 +9,7 @@
 //! converter accepts). Keys the mapping cannot place stay under their own name and are reported
 //! as unused; loading stays strict.
 
-mod keys;
+pub(crate) mod keys;
 mod view;
 
 use std::path::Path;

@@ -51,6 +51,25 @@ impl Derived {
             Self::Squeezed => shape[..2].to_vec(),
         }
     }
+
+    /// The derived tensor from the file tensor's values (row-major) and shape.
+    pub fn apply(&self, values: Vec<f32>, shape: &[usize]) -> burn::tensor::TensorData {
+        let values = match self {
+            Self::Same | Self::Squeezed => values,
+            Self::Part { part, parts } => {
+                let n = values.len() / parts;
+                values[part * n..(part + 1) * n].to_vec()
+            }
+            Self::Transposed => {
+                let (rows, cols) = (shape[0], shape[1]);
+                (0..cols)
+                    .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                    .map(|(r, c)| values[r * cols + c])
+                    .collect()
+            }
+        };
+        burn::tensor::TensorData::new(values, self.shape(shape))
+    }
 }
 
 const RESNET: [(&str, &str); 6] = [
@@ -189,13 +208,19 @@ fn vae(key: &str, levels: usize) -> Option<(String, Derived)> {
 }
 
 fn clip_g(key: &str) -> Option<Vec<(String, Derived)>> {
+    open_clip_tower(key, "text_model")
+}
+
+/// An open_clip text tower key (`token_embedding.weight`, `transformer.resblocks.0.attn.in_proj_weight`,
+/// ...) in transformers naming under `tower` (`text_model`); fused q/k/v split in three.
+pub(crate) fn open_clip_tower(key: &str, tower: &str) -> Option<Vec<(String, Derived)>> {
     let same = |k: String| Some(vec![(k, Derived::Same)]);
     match key {
         "positional_embedding" => {
-            return same("text_model.embeddings.position_embedding.weight".into())
+            return same(format!("{tower}.embeddings.position_embedding.weight"))
         }
         "token_embedding.weight" => {
-            return same("text_model.embeddings.token_embedding.weight".into())
+            return same(format!("{tower}.embeddings.token_embedding.weight"))
         }
         "text_projection" => {
             return Some(vec![("text_projection.weight".into(), Derived::Transposed)])
@@ -203,11 +228,11 @@ fn clip_g(key: &str) -> Option<Vec<(String, Derived)>> {
         _ => {}
     }
     if let Some(leaf) = key.strip_prefix("ln_final.") {
-        return same(format!("text_model.final_layer_norm.{leaf}"));
+        return same(format!("{tower}.final_layer_norm.{leaf}"));
     }
     let rest = key.strip_prefix("transformer.resblocks.")?;
     let (i, rest) = rest.split_once('.')?;
-    let layer = format!("text_model.encoder.layers.{i}");
+    let layer = format!("{tower}.encoder.layers.{i}");
     if let Some(kind) = rest.strip_prefix("attn.in_proj_") {
         return Some(
             ["q_proj", "k_proj", "v_proj"]

@@ -89,21 +89,7 @@ impl WeightSource for SingleFileView {
             key: file_key.clone(),
             message: format!("{e:?}"),
         })?;
-        let values = match derived {
-            Derived::Same | Derived::Squeezed => values,
-            Derived::Part { part, parts } => {
-                let n = values.len() / parts;
-                values[part * n..(part + 1) * n].to_vec()
-            }
-            Derived::Transposed => {
-                let (rows, cols) = (shape[0], shape[1]);
-                (0..cols)
-                    .flat_map(|c| (0..rows).map(move |r| (r, c)))
-                    .map(|(r, c)| values[r * cols + c])
-                    .collect()
-            }
-        };
-        Ok(TensorData::new(values, derived.shape(&shape)).convert_dtype(dtype))
+        Ok(derived.apply(values, &shape).convert_dtype(dtype))
     }
 
     fn describe(&self) -> String {
