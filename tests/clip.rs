@@ -280,3 +280,30 @@ fn a_checkpoint_of_the_wrong_kind_is_a_clear_error() {
         .to_string();
     assert!(err.contains("bogus.pth"), "{err}");
 }
+
+/// PickScore v1's repository has weights and config only: the shipped tokenizer and CLIP's
+/// standard preprocessing stand in, and give the same scores as the full folder.
+#[test]
+fn a_weights_only_folder_uses_the_standard_processor() {
+    let r = reference();
+    let device = Default::default();
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(dir("laion-tiny").join(f), tmp.path().join(f)).unwrap();
+    }
+    let bare = ClipScore::<B>::load_pickscore(tmp.path(), &device).unwrap();
+    let full = ClipScore::<B>::load_pickscore(&dir("laion-tiny"), &device).unwrap();
+    assert_eq!(bare.preprocess, full.preprocess);
+    let images = image(&r, "laion-tiny.at_size");
+    let a = bare.score(images.clone(), &PROMPTS).unwrap();
+    assert_close(
+        "bare folder pickscore",
+        &a,
+        &r.data("laion-tiny.pickscore"),
+        1e-3,
+    );
+    assert_eq!(
+        bare.tokenizer.encode_batch(&PROMPTS).unwrap(),
+        full.tokenizer.encode_batch(&PROMPTS).unwrap()
+    );
+}

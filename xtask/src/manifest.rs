@@ -96,6 +96,15 @@ mod tests {
             .iter()
             .any(|f| f == "unet/diffusion_pytorch_model.safetensors"));
         assert!(m.select(Some("sdxl-base-1.0-fp16")).is_ok());
+        for reward in [
+            "clip-vit-large-patch14",
+            "pickscore-v1",
+            "aesthetic-v2",
+            "hpsv2.1",
+            "clip-vit-h-14-laion",
+        ] {
+            assert!(m.select(Some(reward)).is_ok(), "{reward}");
+        }
     }
 
     #[test]

@@ -49,7 +49,6 @@ pub(crate) fn failed(reward: &'static str, e: impl std::fmt::Display) -> RewardE
 /// The CLIP BPE tokenizer shipped with the project (`assets/clip-tokenizer/tokenizer`, made
 /// from open_clip's vocabulary), for checkpoints that carry no tokenizer files.
 pub(crate) fn shipped_tokenizer() -> ClipTokenizer {
-    const DIR: &str = "../../../assets/clip-tokenizer/tokenizer/";
     ClipTokenizer::from_sources(sdxl_text::ClipTokenizerSources {
         vocab_json: include_str!(concat!(
             "../../../assets/clip-tokenizer/tokenizer/",
@@ -68,7 +67,7 @@ pub(crate) fn shipped_tokenizer() -> ClipTokenizer {
             "special_tokens_map.json"
         ))),
     })
-    .unwrap_or_else(|e| panic!("the shipped tokenizer in {DIR} is valid: {e}"))
+    .unwrap_or_else(|e| panic!("the shipped CLIP tokenizer is valid: {e}"))
 }
 
 /// Loads model, tokenizer and preprocessing from one transformers `CLIPModel` folder.
@@ -89,8 +88,23 @@ pub(crate) fn load_parts<B: Backend>(
     }
     let model =
         load_clip_model(dir, &LoadOptions::default(), device).map_err(|e| failed(reward, e))?;
-    let tokenizer = load_clip_tokenizer(dir).map_err(|e| failed(reward, e))?;
-    let preprocess = load_clip_preprocess(dir).map_err(|e| failed(reward, e))?;
+    // Some model repositories (PickScore v1) ship weights and config only; their processor is
+    // the standard CLIP one, which is what the fallbacks are.
+    let tokenizer = if ["vocab.json", "tokenizer.json"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+    {
+        load_clip_tokenizer(dir).map_err(|e| failed(reward, e))?
+    } else {
+        tracing::info!(dir = %dir.display(), "no tokenizer files: using the shipped CLIP tokenizer");
+        shipped_tokenizer()
+    };
+    let preprocess = if dir.join("preprocessor_config.json").is_file() {
+        load_clip_preprocess(dir).map_err(|e| failed(reward, e))?
+    } else {
+        tracing::info!(dir = %dir.display(), "no preprocessor_config.json: CLIP's standard preprocessing");
+        ClipPreprocess::clip(model.image_size())
+    };
     if preprocess.output_size() != model.image_size() {
         return Err(failed(
             reward,

@@ -132,7 +132,8 @@ impl<S: WeightSource> WeightSource for OpenClipView<S> {
 }
 
 /// The state-dict file of an open_clip checkpoint: `path` itself, or in a folder
-/// `open_clip_model.safetensors` / `open_clip_pytorch_model.bin`.
+/// `open_clip_model.safetensors`, `open_clip_pytorch_model.safetensors` or
+/// `open_clip_pytorch_model.bin`.
 fn weights_file(path: &Path) -> Result<PathBuf, WeightsError> {
     if path.is_file() {
         return Ok(path.to_path_buf());
@@ -142,7 +143,11 @@ fn weights_file(path: &Path) -> Result<PathBuf, WeightsError> {
             path: path.to_path_buf(),
         });
     }
-    let names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
+    let names = [
+        "open_clip_model.safetensors",
+        "open_clip_pytorch_model.safetensors",
+        "open_clip_pytorch_model.bin",
+    ];
     names
         .iter()
         .map(|n| path.join(n))
