@@ -375,3 +375,24 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod shipped_configs {
+    use std::path::Path;
+
+    use crate::{MllmConfig, WeightedConfig};
+
+    fn configs() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/rewards")
+    }
+
+    #[test]
+    fn the_example_reward_files_parse() {
+        let w = WeightedConfig::read(&configs().join("weighted.toml")).unwrap();
+        let names: Vec<_> = w.reward.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["pickscore", "aesthetic", "jpeg-compressibility"]);
+        let m = MllmConfig::read(&configs().join("mllm.toml")).unwrap();
+        assert_eq!(m.endpoint(), "https://api.openai.com/v1/chat/completions");
+        assert_eq!(m.api_key_env, "OPENAI_API_KEY");
+    }
+}
