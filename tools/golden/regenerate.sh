@@ -15,4 +15,12 @@ for script in gen_tokenizers.py gen_text_encoders.py gen_unet.py gen_vae.py gen_
   echo "== $script"
   "$venv/bin/python" "$script"
 done
+# ImageReward needs transformers 4.x and timm 0.6.13: its own venv.
+ir_venv="$here/.venv-imagereward"
+if [ ! -x "$ir_venv/bin/python" ]; then
+  python3 -m venv "$ir_venv"
+fi
+"$ir_venv/bin/pip" install --quiet -r "$here/requirements-imagereward.txt"
+echo "== gen_image_reward.py"
+"$ir_venv/bin/python" gen_image_reward.py
 du -sh "$here/../../tests/fixtures" "$here/../../assets"

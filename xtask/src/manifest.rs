@@ -102,6 +102,8 @@ mod tests {
             "aesthetic-v2",
             "hpsv2.1",
             "clip-vit-h-14-laion",
+            "imagereward-v1.0",
+            "bert-base-uncased-vocab",
         ] {
             assert!(m.select(Some(reward)).is_ok(), "{reward}");
         }

@@ -21,18 +21,25 @@ use crate::shapes::progress;
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// The reward: clip, pickscore, hpsv2, aesthetic, mllm, jpeg-compressibility,
+    /// The reward: clip, pickscore, hpsv2, imagereward, aesthetic, mllm, jpeg-compressibility,
     /// jpeg-incompressibility, shapes, or weighted (a TOML file of parts, given as --weights).
     #[arg(long)]
     pub reward: String,
     /// What the reward loads: a CLIPModel folder or open_clip checkpoint (clip), a CLIPModel
-    /// folder (pickscore), the HPS .pt (hpsv2), the predictor's .pth (aesthetic), the grader's
+    /// folder (pickscore), the HPS .pt (hpsv2), ImageReward.pt (imagereward), the predictor's
+    /// .pth (aesthetic), the grader's
     /// TOML (mllm), the parts file (weighted).
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// aesthetic: the CLIP ViT-L/14 folder (default: clip-vit-large-patch14 beside the .pth).
     #[arg(long)]
     pub clip: Option<PathBuf>,
+    /// imagereward: the bert-base-uncased vocab.txt (default: beside ImageReward.pt).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// imagereward: BLIP's med_config.json (default: beside ImageReward.pt).
+    #[arg(long)]
+    pub med_config: Option<PathBuf>,
     /// clip (open_clip checkpoints), hpsv2: the open_clip architecture when no
     /// open_clip_config.json sits beside the weights (ViT-L-14, ViT-H-14, ViT-bigG-14).
     #[arg(long)]
@@ -158,6 +165,8 @@ pub fn run<B: Backend>(args: &ScoreArgs, device: B::Device) -> anyhow::Result<()
         name: args.reward.clone(),
         weights: args.weights.clone(),
         clip: args.clip.clone(),
+        tokenizer: args.tokenizer.clone(),
+        config: args.med_config.clone(),
         arch: args.arch.clone(),
         scale: args.scale,
         weight: 1.0,

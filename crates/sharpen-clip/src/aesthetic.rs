@@ -42,8 +42,14 @@ impl<B: Backend> AestheticMlp<B> {
 
     /// image_embeds: [batch, input] (not normalised) -> scores [batch].
     pub fn forward(&self, image_embeds: Tensor<B, 2>) -> Tensor<B, 1> {
-        let [batch, _] = image_embeds.dims();
-        let mut h = l2_normalize(image_embeds);
+        self.forward_raw(l2_normalize(image_embeds))
+    }
+
+    /// The layers alone on `x` [batch, input] (ImageReward's head takes BERT's [CLS] state
+    /// as it is) -> [batch].
+    pub fn forward_raw(&self, x: Tensor<B, 2>) -> Tensor<B, 1> {
+        let [batch, _] = x.dims();
+        let mut h = x;
         for layer in &self.layers {
             h = layer.forward(h);
         }
@@ -52,11 +58,21 @@ impl<B: Backend> AestheticMlp<B> {
 
     /// The reference's `nn.Sequential` index of our layer `i`.
     pub fn checkpoint_index(i: usize) -> Option<usize> {
-        AESTHETIC_INDICES.get(i).copied()
+        checkpoint_index(i)
     }
 
     /// Our layer index of the reference's `nn.Sequential` index `i`.
     pub fn layer_index(i: usize) -> Option<usize> {
-        AESTHETIC_INDICES.iter().position(|&x| x == i)
+        layer_index(i)
     }
+}
+
+/// The reference's `nn.Sequential` index of our layer `i`.
+pub fn checkpoint_index(i: usize) -> Option<usize> {
+    AESTHETIC_INDICES.get(i).copied()
+}
+
+/// Our layer index of the reference's `nn.Sequential` index `i`.
+pub fn layer_index(i: usize) -> Option<usize> {
+    AESTHETIC_INDICES.iter().position(|&x| x == i)
 }

@@ -1,12 +1,13 @@
 //! Rewards: a batch of images (RGB in [0, 1]) and their prompts in, one score per image out.
 //!
 //! Each reward names the reference it matches (package, preprocessing, formula): CLIP score,
-//! PickScore, the LAION aesthetic predictor, JPEG compressibility and incompressibility (DDPO),
+//! PickScore, HPSv2, ImageReward, the LAION aesthetic predictor, an MLLM grader, JPEG compressibility and incompressibility (DDPO),
 //! the shapes world's compositional scorer, and weighted sums of them ([`registry`]).
 
 mod aesthetic;
 mod clip;
 mod image;
+mod image_reward;
 mod jpeg;
 pub mod mllm;
 pub mod registry;
@@ -20,6 +21,7 @@ use burn::tensor::Tensor;
 pub use aesthetic::AestheticReward;
 pub use clip::{ClipScore, ClipScoreKind};
 pub use image::to_rgb8;
+pub use image_reward::{ImageRewardScore, IMAGE_REWARD_TOKENS};
 pub use jpeg::{jpeg_size_bytes, JpegReward, JpegRewardKind};
 pub use mllm::{MllmConfig, MllmReward};
 pub use registry::{load, RewardSpec, WeightedConfig, WeightedReward, NAMES};

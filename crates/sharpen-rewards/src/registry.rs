@@ -10,15 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::clip::failed;
 use crate::{
-    builtin, AestheticReward, ClipScore, MllmConfig, MllmReward, Reward, RewardError, RewardInfo,
-    Scored,
+    builtin, AestheticReward, ClipScore, ImageRewardScore, MllmConfig, MllmReward, Reward,
+    RewardError, RewardInfo, Scored,
 };
 
 /// Every reward name [`load`] knows.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "clip",
     "pickscore",
     "hpsv2",
+    "imagereward",
     "aesthetic",
     "mllm",
     "jpeg-compressibility",
@@ -35,7 +36,8 @@ pub struct RewardSpec {
     /// One of [`NAMES`].
     pub name: String,
     /// `clip`: a transformers CLIPModel folder, or an open_clip checkpoint (file or hub folder);
-    /// `pickscore`: a transformers CLIPModel folder; `hpsv2`: the HPS `.pt`; `aesthetic`: the predictor's `.pth`;
+    /// `pickscore`: a transformers CLIPModel folder; `hpsv2`: the HPS `.pt`; `imagereward`:
+    /// `ImageReward.pt`; `aesthetic`: the predictor's `.pth`;
     /// `mllm`: the grader's TOML file ([`MllmConfig`]); `weighted`: the TOML file listing the parts. Relative paths in a weighted file are relative
     /// to that file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +45,12 @@ pub struct RewardSpec {
     /// `aesthetic`: the CLIP ViT-L/14 folder (default: `clip-vit-large-patch14` beside the `.pth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<PathBuf>,
+    /// `imagereward`: the bert-base-uncased `vocab.txt` (default: beside the checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    /// `imagereward`: BLIP's `med_config.json` (default: beside the checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
     /// `clip` (open_clip checkpoints), `hpsv2`: the open_clip architecture (`ViT-H-14`, ...)
     /// when no `open_clip_config.json` sits beside the weights (`hpsv2` default: `ViT-H-14`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +74,8 @@ impl RewardSpec {
             name: name.to_string(),
             weights: None,
             clip: None,
+            tokenizer: None,
+            config: None,
             arch: None,
             scale: None,
             weight: 1.0,
@@ -91,6 +101,7 @@ impl RewardSpec {
                     "weighted" => "the TOML file listing the parts",
                     "mllm" => "the grader's TOML file (base_url, model, ...)",
                     "hpsv2" => "the HPS checkpoint file",
+                    "imagereward" => "ImageReward.pt",
                     _ => "a transformers CLIPModel folder",
                 }
             ));
@@ -104,6 +115,12 @@ impl RewardSpec {
         if self.arch.is_some() && !matches!(self.name.as_str(), "clip" | "hpsv2") {
             return Err(format!(
                 "`arch` applies to `clip` and `hpsv2` only, not `{}`",
+                self.name
+            ));
+        }
+        if (self.tokenizer.is_some() || self.config.is_some()) && self.name != "imagereward" {
+            return Err(format!(
+                "`tokenizer` and `config` apply to `imagereward` only, not `{}`",
                 self.name
             ));
         }
@@ -192,6 +209,12 @@ pub fn load<B: Backend>(
             device,
         )?),
         "pickscore" => Box::new(ClipScore::load_pickscore(weights, device)?),
+        "imagereward" => Box::new(ImageRewardScore::load(
+            weights,
+            spec.config.as_deref(),
+            spec.tokenizer.as_deref(),
+            device,
+        )?),
         "mllm" => Box::new(MllmReward::new(MllmConfig::read(weights)?)?),
         "aesthetic" => {
             let clip = match &spec.clip {

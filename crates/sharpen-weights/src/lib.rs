@@ -12,6 +12,7 @@ mod checkpoint;
 pub mod clip;
 mod config;
 mod error;
+pub mod image_reward;
 mod load;
 pub mod open_clip;
 mod path;
