@@ -307,3 +307,40 @@ fn a_weights_only_folder_uses_the_standard_processor() {
         full.tokenizer.encode_batch(&PROMPTS).unwrap()
     );
 }
+
+/// The CLIP rewards are differentiable: preprocessing included, the score's gradient reaches the
+/// image, and agrees with a finite difference.
+#[test]
+fn clip_score_gradients_reach_the_image() {
+    use burn::backend::Autodiff;
+    type A = Autodiff<B>;
+    let device = Default::default();
+    let reward = ClipScore::<A>::load_clip(&dir("laion-tiny"), 1.0, &device).unwrap();
+    let r = reference();
+    let base = image(&r, "laion-tiny.at_size").slice([0..1, 0..3, 0..96, 0..96]);
+    // A non-square image, so the resize and the crop are on the path.
+    let base = base.slice([0..1, 0..3, 0..96, 0..80]);
+    let data = base.to_data();
+    let x = Tensor::<A, 4>::from_data(data.clone(), &device).require_grad();
+    let score = reward.score(x.clone(), &PROMPTS[..1]).unwrap();
+    let grads = score.sum().backward();
+    let g = x.grad(&grads).unwrap();
+    let g_values = g.to_data().to_vec::<f32>().unwrap();
+    assert!(g_values.iter().all(|v| v.is_finite()));
+    let (i, gi) = g_values
+        .iter()
+        .enumerate()
+        .fold((0, 0f32), |b, (i, &v)| if v.abs() > b.1.abs() { (i, v) } else { b });
+    assert!(gi.abs() > 0.0);
+    let eps = 1e-2f32;
+    let bumped = |d: f32| {
+        let mut v = data.clone().to_vec::<f32>().unwrap();
+        v[i] += d;
+        let t = Tensor::<A, 1>::from_data(TensorData::new(v, [data.num_elements()]), &device)
+            .reshape([1, 3, 96, 80]);
+        reward.score(t, &PROMPTS[..1]).unwrap().into_scalar()
+    };
+    let fd = (bumped(eps) - bumped(-eps)) / (2.0 * eps);
+    println!("d score / d pixel {i}: autodiff {gi:.4e}, finite difference {fd:.4e}");
+    assert!((fd - gi).abs() <= 0.05 * gi.abs() + 1e-5, "{fd} vs {gi}");
+}
