@@ -20,15 +20,7 @@ fn reference() -> Reference {
 }
 
 fn image(r: &Reference, key: &str) -> Tensor<B, 4> {
-    let data = r.image_u8(key);
-    let shape = data.shape.clone();
-    let n = shape.iter().product::<usize>();
-    let values = data.into_vec::<f32>().unwrap();
-    let t = Tensor::<B, 1>::from_data(TensorData::new(values, [n]), &Default::default());
-    match shape.len() {
-        3 => t.reshape([1, shape[0], shape[1], shape[2]]),
-        _ => t.reshape([shape[0], shape[1], shape[2], shape[3]]),
-    }
+    r.image(key)
 }
 
 fn photos(r: &Reference) -> Vec<Tensor<B, 4>> {
@@ -327,10 +319,11 @@ fn clip_score_gradients_reach_the_image() {
     let g = x.grad(&grads).unwrap();
     let g_values = g.to_data().to_vec::<f32>().unwrap();
     assert!(g_values.iter().all(|v| v.is_finite()));
-    let (i, gi) = g_values
-        .iter()
-        .enumerate()
-        .fold((0, 0f32), |b, (i, &v)| if v.abs() > b.1.abs() { (i, v) } else { b });
+    let (i, gi) =
+        g_values.iter().enumerate().fold(
+            (0, 0f32),
+            |b, (i, &v)| if v.abs() > b.1.abs() { (i, v) } else { b },
+        );
     assert!(gi.abs() > 0.0);
     let eps = 1e-2f32;
     let bumped = |d: f32| {

@@ -41,16 +41,7 @@ fn reward() -> ImageRewardScore<B> {
 }
 
 fn image(r: &Reference, key: &str) -> Tensor<B, 4> {
-    let data = r.image_u8(key);
-    let s = data.shape.clone();
-    Tensor::<B, 1>::from_data(
-        TensorData::new(
-            data.into_vec::<f32>().unwrap(),
-            [s.iter().product::<usize>()],
-        ),
-        &Default::default(),
-    )
-    .reshape([1, s[0], s[1], s[2]])
+    r.image(key)
 }
 
 #[test]
@@ -190,4 +181,43 @@ fn wrong_checkpoints_are_clear_errors() {
     .unwrap()
     .to_string();
     assert!(err.contains("vocab.json") && err.contains("[CLS]"), "{err}");
+}
+
+/// The package resizes the 8-bit photo with PIL and rounds; we resize the float image. The pixel
+/// and reward differences that leaves are measured here and kept small.
+#[test]
+fn pil_rounding_difference_is_measured() {
+    let c = cases();
+    let r = reference();
+    let reward = reward();
+    let ours = Tensor::cat(
+        ["photo.astronaut", "photo.chelsea"]
+            .iter()
+            .map(|k| reward.preprocess.apply(image(&r, k)))
+            .collect(),
+        0,
+    );
+    assert_close(
+        "pixels (torchvision, float64)",
+        &ours,
+        &r.data("pixels"),
+        1e-5,
+    );
+    let pixel_diff = sharpen_tests::max_abs_diff(&ours, &r.data("pixels_pil"));
+    let prompts: Vec<&str> = c.prompts.iter().map(String::as_str).collect();
+    let ours_rewards = Tensor::cat(
+        ["photo.astronaut", "photo.chelsea"]
+            .iter()
+            .zip(&prompts)
+            .map(|(k, p)| reward.score(image(&r, k), &[*p]).unwrap())
+            .collect(),
+        0,
+    );
+    let reward_diff = sharpen_tests::max_abs_diff(&ours_rewards, &r.data("rewards_pil"));
+    println!(
+        "ImageReward vs the package's PIL preprocessing: pixels max abs diff {pixel_diff:.4} \
+         (normalised units), reward max abs diff {reward_diff:.2e}"
+    );
+    assert!(pixel_diff > 0.0 && pixel_diff < 0.5, "{pixel_diff}");
+    assert!(reward_diff < 0.05, "{reward_diff}");
 }

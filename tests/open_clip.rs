@@ -21,17 +21,7 @@ fn reference() -> Reference {
 }
 
 fn image(r: &Reference, key: &str) -> Tensor<B, 4> {
-    let data = r.image_u8(key);
-    let shape = data.shape.clone();
-    let n = shape.iter().product::<usize>();
-    let t = Tensor::<B, 1>::from_data(
-        TensorData::new(data.into_vec::<f32>().unwrap(), [n]),
-        &Default::default(),
-    );
-    match shape.len() {
-        3 => t.reshape([1, shape[0], shape[1], shape[2]]),
-        _ => t.reshape([shape[0], shape[1], shape[2], shape[3]]),
-    }
+    r.image(key)
 }
 
 #[test]
@@ -112,6 +102,20 @@ fn hpsv2_checkpoint_and_preprocessing_match() {
         .unwrap()
         .to_string();
     assert!(err.contains("HPS checkpoint file"), "{err}");
+    // Another kind of checkpoint given as open_clip.
+    let err = load_open_clip_model::<B>(
+        &fixture("clip/aesthetic.pth"),
+        Some("ViT-H-14"),
+        None,
+        &device,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("aesthetic.pth") && err.contains("not an open_clip CLIP checkpoint"),
+        "{err}"
+    );
     // The tiny checkpoint is not a ViT-H/14: asked for by name, the mismatch is reported.
     let err = ClipScore::<B>::load_hpsv2(&file, Some("ViT-H-14"), &device)
         .err()

@@ -56,40 +56,20 @@ impl Reference {
 
     /// Integer tensor (token ids) as i64 values.
     pub fn ids(&self, key: &str) -> (Vec<i64>, Vec<usize>) {
-        let (path, entry) = self
-            .checkpoint
-            .entry(key)
-            .unwrap_or_else(|| panic!("no reference tensor {key}"));
-        assert_eq!(
-            entry.dtype,
-            safetensors_dtype_i64(),
-            "{key} in {} is not I64",
-            path.display()
-        );
-        let bytes = std::fs::read(path).expect("reference file");
-        let values = bytes[entry.start..entry.end]
+        let (bytes, shape) = self.raw(key, sharpen_weights::SafetensorsDtype::I64);
+        let values = bytes
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect();
-        (values, entry.shape.clone())
+        (values, shape)
     }
 }
 
 impl Reference {
     /// An F64 tensor's values, flattened.
     pub fn f64s(&self, key: &str) -> Vec<f64> {
-        let (path, entry) = self
-            .checkpoint
-            .entry(key)
-            .unwrap_or_else(|| panic!("no reference tensor {key}"));
-        assert_eq!(
-            entry.dtype,
-            sharpen_weights::SafetensorsDtype::F64,
-            "{key} in {} is not F64",
-            path.display()
-        );
-        let bytes = std::fs::read(path).expect("reference file");
-        bytes[entry.start..entry.end]
+        let (bytes, _) = self.raw(key, sharpen_weights::SafetensorsDtype::F64);
+        bytes
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect()
@@ -97,29 +77,39 @@ impl Reference {
 }
 
 impl Reference {
-    /// A U8 tensor (8-bit images) as floats k / 255, with its shape.
-    pub fn image_u8(&self, key: &str) -> TensorData {
+    /// A tensor's raw bytes and shape, checking its stored dtype.
+    fn raw(&self, key: &str, dtype: sharpen_weights::SafetensorsDtype) -> (Vec<u8>, Vec<usize>) {
         let (path, entry) = self
             .checkpoint
             .entry(key)
             .unwrap_or_else(|| panic!("no reference tensor {key}"));
-        assert_eq!(
-            entry.dtype,
-            sharpen_weights::SafetensorsDtype::U8,
-            "{key} in {} is not U8",
-            path.display()
-        );
+        assert_eq!(entry.dtype, dtype, "{key} in {}", path.display());
         let bytes = std::fs::read(path).expect("reference file");
-        let values = bytes[entry.start..entry.end]
-            .iter()
-            .map(|&b| b as f32 / 255.0)
-            .collect::<Vec<_>>();
-        TensorData::new(values, entry.shape.clone())
+        (bytes[entry.start..entry.end].to_vec(), entry.shape.clone())
     }
-}
 
-fn safetensors_dtype_i64() -> sharpen_weights::SafetensorsDtype {
-    sharpen_weights::SafetensorsDtype::I64
+    /// A U8 tensor (8-bit images) as floats k / 255, with its shape.
+    pub fn image_u8(&self, key: &str) -> TensorData {
+        let (bytes, shape) = self.raw(key, sharpen_weights::SafetensorsDtype::U8);
+        let values = bytes.iter().map(|&b| b as f32 / 255.0).collect::<Vec<_>>();
+        TensorData::new(values, shape)
+    }
+
+    /// A U8 image ([3, h, w] or [b, 3, h, w]) as a [b, 3, h, w] tensor in [0, 1].
+    pub fn image(&self, key: &str) -> Tensor<TestBackend, 4> {
+        let data = self.image_u8(key);
+        let s = data.shape.clone();
+        let n = s.iter().product::<usize>();
+        let flat = Tensor::<TestBackend, 1>::from_data(
+            TensorData::new(data.into_vec::<f32>().expect("f32"), [n]),
+            &Default::default(),
+        );
+        match s.as_slice() {
+            [c, h, w] => flat.reshape([1, *c, *h, *w]),
+            [b, c, h, w] => flat.reshape([*b, *c, *h, *w]),
+            other => panic!("{key}: not an image shape {other:?}"),
+        }
+    }
 }
 
 /// Largest absolute difference between `actual` and the reference; panics on a shape mismatch.

@@ -118,9 +118,13 @@ def main():
         x = TF.center_crop(x, [32, 32])
         pixels.append(TF.normalize(x, MEAN, STD).float())
     t["pixels"] = torch.stack(pixels)
+    # What the package itself does: PIL resize of the 8-bit photo (its `_transform`), rounded.
+    pil = ImageReward.__init__.__globals__["_transform"](32)
+    t["pixels_pil"] = torch.stack([pil(Image.fromarray(p)) for p in photos.values()])
     with torch.no_grad():
         t["image_embeds"] = model.blip.visual_encoder(t["pixels"])
         t["rewards"] = ImageReward.score_gard(model, enc.input_ids, enc.attention_mask, t["pixels"]).squeeze(-1)
+        t["rewards_pil"] = ImageReward.score_gard(model, enc.input_ids, enc.attention_mask, t["pixels_pil"]).squeeze(-1)
         text = model.blip.text_encoder(enc.input_ids, attention_mask=enc.attention_mask,
                                        encoder_hidden_states=t["image_embeds"],
                                        encoder_attention_mask=torch.ones(t["image_embeds"].shape[:-1], dtype=torch.long),

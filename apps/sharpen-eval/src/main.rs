@@ -1,7 +1,9 @@
 //! `sharpen-eval`: evaluate models on prompt benchmarks with the reward zoo: `shapes`, the shapes
 //! world's compositional benchmark; `compare`, several methods on it side by side; `score`, one
-//! reward over a manifest of images and prompts.
+//! reward over a manifest of images and prompts; `bench`, models on a prompt file (DrawBench,
+//! T2I-CompBench style) scored by rewards of the zoo.
 
+mod bench;
 mod compare;
 mod score;
 mod shapes;
@@ -34,6 +36,9 @@ enum Job {
     /// One reward over a manifest of images and prompts (JSON lines in, the same lines with
     /// `score` out).
     Score(score::ScoreArgs),
+    /// Models on a prompt file (DrawBench .csv, .txt, .jsonl) scored by rewards of the zoo, on
+    /// the same prompts and noise: a table with 95% CIs over seeds, best-of-N optional.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +60,13 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "cuda")]
         (Job::Compare(a), ResolvedDevice::Cuda(i)) => {
             compare::run::<sharpen_app::CudaBackend>(a, burn::backend::cuda::CudaDevice::new(i))
+        }
+        (Job::Bench(a), ResolvedDevice::Cpu) => {
+            bench::run::<sharpen_app::CpuBackend>(a, Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        (Job::Bench(a), ResolvedDevice::Cuda(i)) => {
+            bench::run::<sharpen_app::CudaBackend>(a, burn::backend::cuda::CudaDevice::new(i))
         }
         (Job::Score(a), ResolvedDevice::Cpu) => {
             score::run::<sharpen_app::CpuBackend>(a, Default::default())

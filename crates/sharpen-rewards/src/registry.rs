@@ -197,12 +197,24 @@ pub fn load<B: Backend>(
             spec.scale.unwrap_or(1.0),
             device,
         )?),
-        "clip" => Box::new(ClipScore::load_open_clip(
-            weights,
-            spec.arch.as_deref(),
-            spec.scale.unwrap_or(1.0),
-            device,
-        )?),
+        "clip" => Box::new(
+            ClipScore::load_open_clip(
+                weights,
+                spec.arch.as_deref(),
+                spec.scale.unwrap_or(1.0),
+                device,
+            )
+            .map_err(|e| {
+                failed(
+                    "clip",
+                    format!(
+                        "{} is neither a transformers CLIPModel folder (config.json, \
+                             model.safetensors, ...) nor a loadable open_clip checkpoint: {e}",
+                        weights.display()
+                    ),
+                )
+            })?,
+        ),
         "hpsv2" => Box::new(ClipScore::load_hpsv2(
             weights,
             spec.arch.as_deref(),

@@ -190,18 +190,47 @@ pub fn load_open_clip_model<B: Backend>(
     device: &B::Device,
 ) -> Result<ClipModel<B>, WeightsError> {
     let file = weights_file(path)?;
-    let config = config(&file, arch)?;
+    if file.extension().is_some_and(|e| e == "safetensors") {
+        finish_open_clip(
+            &file,
+            OpenClipView::new(Checkpoint::open_file(&file)?),
+            arch,
+            dtype,
+            device,
+        )
+    } else {
+        finish_open_clip(
+            &file,
+            OpenClipView::new(PthFile::open(&file)?),
+            arch,
+            dtype,
+            device,
+        )
+    }
+}
+
+fn finish_open_clip<B: Backend, S: WeightSource>(
+    file: &Path,
+    view: OpenClipView<S>,
+    arch: Option<&str>,
+    dtype: Option<DType>,
+    device: &B::Device,
+) -> Result<ClipModel<B>, WeightsError> {
+    if view
+        .info("vision_model.embeddings.patch_embedding.weight")
+        .is_none()
+    {
+        return Err(WeightsError::InvalidPth {
+            path: file.to_path_buf(),
+            message: "not an open_clip CLIP checkpoint (no `visual.conv1.weight`)".into(),
+        });
+    }
+    let config = config(file, arch)?;
     let spec = LoadSpec {
         model: "open_clip CLIP (as CLIPModel)",
         key_map: &|k: &str| k.to_string(),
         checkpoint_key: &|k: &str| k.to_string(),
         allowed_extra: &["logit_scale", "attn_mask", r"visual\.attn_mask"],
     };
-    if file.extension().is_some_and(|e| e == "safetensors") {
-        let view = OpenClipView::new(Checkpoint::open_file(&file)?);
-        finish_clip(config, &view, &spec, dtype, device)
-    } else {
-        let view = OpenClipView::new(PthFile::open(&file)?);
-        finish_clip(config, &view, &spec, dtype, device)
-    }
+    finish_clip(config, &view, &spec, dtype, device)
 }
