@@ -257,16 +257,22 @@ fn score_model<B: Backend>(
 fn best_of_means(seed: &[Vec<Vec<f64>>], n: usize) -> Vec<f64> {
     let rewards = seed[0].len();
     let prompts = seed[0][0].len();
-    let mut sums = vec![0.0; rewards];
-    for p in 0..prompts {
-        let best = (0..n)
-            .reduce(|b, c| if seed[c][0][p] > seed[b][0][p] { c } else { b })
-            .expect("n >= 1");
-        for (r, sum) in sums.iter_mut().enumerate() {
-            *sum += seed[best][r][p];
-        }
-    }
-    sums.iter().map(|s| s / prompts as f64).collect()
+    let kept: Vec<usize> = (0..prompts)
+        .map(|p| {
+            (0..n)
+                .reduce(|b, c| if seed[c][0][p] > seed[b][0][p] { c } else { b })
+                .expect("n >= 1")
+        })
+        .collect();
+    (0..rewards)
+        .map(|r| {
+            kept.iter()
+                .enumerate()
+                .map(|(p, &c)| seed[c][r][p])
+                .sum::<f64>()
+                / prompts as f64
+        })
+        .collect()
 }
 
 fn markdown(report: &BenchReport) -> String {
