@@ -12,8 +12,8 @@ use burn::tensor::Tensor;
 use sharpen_clip::{AestheticMlp, ClipModel, ClipPreprocess};
 use sharpen_weights::clip::load_aesthetic_mlp;
 
-use crate::clip::{failed, load_parts};
-use crate::{check_batch, Reward, RewardError, RewardInfo};
+use crate::clip::load_parts;
+use crate::{check_batch, failed, Reward, RewardError, RewardInfo};
 
 pub struct AestheticReward<B: Backend> {
     pub clip: ClipModel<B>,

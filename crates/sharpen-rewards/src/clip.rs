@@ -1,5 +1,6 @@
-//! `clip` (CLIP image-text cosine) and `pickscore` (`logit_scale.exp() * cosine`), on a
-//! transformers `CLIPModel` folder.
+//! `clip` (CLIP image-text cosine), `pickscore` (`logit_scale.exp() * cosine`) and `hpsv2`
+//! (cosine with HPSv2's resize-and-pad), on transformers `CLIPModel` folders or open_clip
+//! checkpoints (loaded into the same tree).
 //!
 //! Reference: transformers 5.24 `CLIPModel.get_image_features` / `get_text_features` on pixel
 //! values from torchvision on float tensors (shortest side to `size`, antialiased bicubic, centre
@@ -18,7 +19,7 @@ use sharpen_weights::open_clip::load_open_clip_model;
 use sharpen_weights::text::load_clip_tokenizer;
 use sharpen_weights::LoadOptions;
 
-use crate::{check_batch, Reward, RewardError, RewardInfo};
+use crate::{check_batch, failed, Reward, RewardError, RewardInfo};
 
 /// What a CLIP-based score reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,13 +38,6 @@ pub struct ClipScore<B: Backend> {
     pub tokenizer: ClipTokenizer,
     pub preprocess: ClipPreprocess,
     pub kind: ClipScoreKind,
-}
-
-pub(crate) fn failed(reward: &'static str, e: impl std::fmt::Display) -> RewardError {
-    RewardError::Failed {
-        reward,
-        message: e.to_string(),
-    }
 }
 
 /// The CLIP BPE tokenizer shipped with the project (`assets/clip-tokenizer/tokenizer`, made

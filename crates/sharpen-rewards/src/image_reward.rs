@@ -14,8 +14,7 @@ use sharpen_blip::{BertTokenizer, ImageRewardModel};
 use sharpen_clip::ClipPreprocess;
 use sharpen_weights::image_reward::{load_bert_tokenizer, load_image_reward};
 
-use crate::clip::failed;
-use crate::{check_batch, Reward, RewardError, RewardInfo};
+use crate::{check_batch, failed, Reward, RewardError, RewardInfo};
 
 /// ImageReward's text length.
 pub const IMAGE_REWARD_TOKENS: usize = 35;

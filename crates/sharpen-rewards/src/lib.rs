@@ -99,6 +99,13 @@ pub struct Scored<B: Backend> {
     pub aspects: Vec<BTreeMap<String, f64>>,
 }
 
+pub(crate) fn failed(reward: &'static str, e: impl std::fmt::Display) -> RewardError {
+    RewardError::Failed {
+        reward,
+        message: e.to_string(),
+    }
+}
+
 pub(crate) fn check_batch(
     reward: &'static str,
     images: usize,

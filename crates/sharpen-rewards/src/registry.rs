@@ -8,9 +8,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::clip::failed;
 use crate::{
-    builtin, AestheticReward, ClipScore, ImageRewardScore, MllmConfig, MllmReward, Reward,
+    builtin, failed, AestheticReward, ClipScore, ImageRewardScore, MllmConfig, MllmReward, Reward,
     RewardError, RewardInfo, Scored,
 };
 
@@ -37,9 +36,9 @@ pub struct RewardSpec {
     pub name: String,
     /// `clip`: a transformers CLIPModel folder, or an open_clip checkpoint (file or hub folder);
     /// `pickscore`: a transformers CLIPModel folder; `hpsv2`: the HPS `.pt`; `imagereward`:
-    /// `ImageReward.pt`; `aesthetic`: the predictor's `.pth`;
-    /// `mllm`: the grader's TOML file ([`MllmConfig`]); `weighted`: the TOML file listing the parts. Relative paths in a weighted file are relative
-    /// to that file.
+    /// `ImageReward.pt`; `aesthetic`: the predictor's `.pth`; `mllm`: the grader's TOML file
+    /// ([`MllmConfig`]); `weighted`: the TOML file listing the parts. Paths in a weighted file
+    /// are relative to that file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
     /// `aesthetic`: the CLIP ViT-L/14 folder (default: `clip-vit-large-patch14` beside the `.pth`).
@@ -167,7 +166,15 @@ impl WeightedConfig {
             }
             part.validate()
                 .map_err(|e| failed("weighted", format!("{}: reward {i}: {e}", path.display())))?;
-            for p in [&mut part.weights, &mut part.clip].into_iter().flatten() {
+            for p in [
+                &mut part.weights,
+                &mut part.clip,
+                &mut part.tokenizer,
+                &mut part.config,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }

@@ -25,8 +25,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::clip::failed;
-use crate::{check_batch, to_rgb8, Reward, RewardError, RewardInfo, Scored};
+use crate::{check_batch, failed, to_rgb8, Reward, RewardError, RewardInfo, Scored};
 use reply::excerpt;
 
 /// The grader's settings (a TOML file: `sharpen-eval score --reward mllm --weights grader.toml`).
