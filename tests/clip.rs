@@ -69,7 +69,7 @@ fn embeddings_and_scores_match_transformers_at_input_size() {
             &format!("{name} pickscore"),
             &scores,
             &r.data(&format!("{name}.pickscore")),
-            TOL * 100.0_f32.max(pick.model.logit_scale.exp() as f32) / 100.0,
+            TOL,
         );
         assert_eq!(pick.info().name, "pickscore");
     }
@@ -292,7 +292,7 @@ fn a_weights_only_folder_uses_the_standard_processor() {
         "bare folder pickscore",
         &a,
         &r.data("laion-tiny.pickscore"),
-        1e-3,
+        TOL,
     );
     assert_eq!(
         bare.tokenizer.encode_batch(&PROMPTS).unwrap(),
@@ -309,9 +309,8 @@ fn clip_score_gradients_reach_the_image() {
     let device = Default::default();
     let reward = ClipScore::<A>::load_clip(&dir("laion-tiny"), 1.0, &device).unwrap();
     let r = reference();
-    let base = image(&r, "laion-tiny.at_size").slice([0..1, 0..3, 0..96, 0..96]);
     // A non-square image, so the resize and the crop are on the path.
-    let base = base.slice([0..1, 0..3, 0..96, 0..80]);
+    let base = image(&r, "laion-tiny.at_size").slice([0..1, 0..3, 0..96, 0..80]);
     let data = base.to_data();
     let x = Tensor::<A, 4>::from_data(data.clone(), &device).require_grad();
     let score = reward.score(x.clone(), &PROMPTS[..1]).unwrap();

@@ -214,10 +214,6 @@ impl<B: Backend> ClipScore<B> {
         })
     }
 
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
     fn factor(&self) -> f64 {
         match self.kind {
             ClipScoreKind::Cosine { scale } => scale,
@@ -230,14 +226,14 @@ impl<B: Backend> Reward<B> for ClipScore<B> {
     fn info(&self) -> RewardInfo {
         let f = self.factor().abs();
         RewardInfo {
-            name: self.name(),
+            name: self.name,
             range: (-f, f),
             differentiable: true,
         }
     }
 
     fn score(&self, images: Tensor<B, 4>, prompts: &[&str]) -> Result<Tensor<B, 1>, RewardError> {
-        let name = self.name();
+        let name = self.name;
         check_batch(name, images.dims()[0], prompts.len())?;
         let device = images.device();
         let image = self.model.image_embeds(self.preprocess.apply(images));

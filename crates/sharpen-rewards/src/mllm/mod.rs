@@ -151,6 +151,8 @@ pub struct MllmReward {
     config: MllmConfig,
     api_key: String,
     cache: PathBuf,
+    /// One HTTP agent for every request (connections are reused).
+    agent: ureq::Agent,
 }
 
 impl MllmReward {
@@ -167,10 +169,14 @@ impl MllmReward {
             )
         })?;
         let cache = config.cache_dir();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs_f64(config.timeout_s))
+            .build();
         Ok(Self {
             config,
             api_key,
             cache,
+            agent,
         })
     }
 
@@ -236,9 +242,6 @@ impl MllmReward {
             tracing::debug!(key = %key, "mllm: cache hit");
             return Ok(grades);
         }
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs_f64(self.config.timeout_s))
-            .build();
         let body = self.request_body(prompt, png);
         let endpoint = self.config.endpoint();
         let mut last = String::new();
@@ -246,7 +249,8 @@ impl MllmReward {
             if attempt > 0 {
                 tracing::debug!(attempt, reason = %last, "mllm: retrying");
             }
-            let (retry_after, outcome) = match agent
+            let (retry_after, outcome) = match self
+                .agent
                 .post(&endpoint)
                 .set("Authorization", &format!("Bearer {}", self.api_key))
                 .set("Content-Type", "application/json")
