@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod dtype;
 pub mod embeddings;
+pub mod path;
 pub mod resnet;
 pub mod sampling;
 pub mod transformer;

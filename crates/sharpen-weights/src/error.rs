@@ -34,6 +34,8 @@ pub enum WeightsError {
     InvalidConfig { path: PathBuf, message: String },
     #[error("{}: {message}", path.display())]
     InvalidTokenizer { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
+    InvalidLora { path: PathBuf, message: String },
     #[error("weights in {files} do not match the {model} model:\n{report}")]
     KeyMismatch {
         model: String,

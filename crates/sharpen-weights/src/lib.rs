@@ -14,8 +14,8 @@ mod config;
 mod error;
 pub mod image_reward;
 mod load;
+pub mod lora;
 pub mod open_clip;
-mod path;
 mod pth;
 mod safetensors_file;
 mod save;
@@ -34,5 +34,5 @@ pub use load::{
 pub use pth::PthFile;
 pub use safetensors::Dtype as SafetensorsDtype;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
-pub use save::{module_tensors, save_module, save_tensors};
+pub use save::{module_tensors, save_module, save_tensors, save_tensors_with_metadata};
 pub use source::{SourceInfo, WeightSource};

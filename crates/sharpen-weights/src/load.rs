@@ -10,9 +10,9 @@ use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSna
 use regex::Regex;
 
 use crate::error::{KeyReport, WeightsError};
-use crate::path::ModulePath;
 use crate::safetensors_file::SafetensorsFile;
 use crate::source::WeightSource;
+use sharpen_nn::path::ModulePath;
 
 /// How a checkpoint's keys relate to a module's parameters.
 pub struct LoadSpec<'a> {

@@ -28,6 +28,8 @@ pub struct SafetensorsFile {
     pub path: PathBuf,
     mmap: Rc<Mmap>,
     pub tensors: BTreeMap<String, TensorEntry>,
+    /// The header's `__metadata__` (string to string), if any.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl SafetensorsFile {
@@ -45,6 +47,11 @@ impl SafetensorsFile {
         let (header_len, metadata) =
             SafeTensors::read_metadata(&mmap).map_err(|e| invalid(describe(&e, mmap.len())))?;
         let data_start = 8 + header_len;
+        let header_metadata: BTreeMap<String, String> = metadata
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         let tensors = metadata
             .tensors()
             .into_iter()
@@ -62,6 +69,7 @@ impl SafetensorsFile {
             path: path.to_path_buf(),
             mmap: Rc::new(mmap),
             tensors,
+            metadata: header_metadata,
         })
     }
 

@@ -10,10 +10,19 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use crate::error::WeightsError;
-use crate::path::ModulePath;
+use sharpen_nn::path::ModulePath;
 
 /// Writes f32 tensors to `path` as safetensors, via `path` + `.tmp` and a rename.
 pub fn save_tensors(path: &Path, tensors: &[(&str, TensorData)]) -> Result<(), WeightsError> {
+    save_tensors_with_metadata(path, tensors, None)
+}
+
+/// [`save_tensors`] with a header `__metadata__` map.
+pub fn save_tensors_with_metadata(
+    path: &Path,
+    tensors: &[(&str, TensorData)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<(), WeightsError> {
     let mut buffers = Vec::with_capacity(tensors.len());
     for (name, data) in tensors {
         let values = data
@@ -40,7 +49,7 @@ pub fn save_tensors(path: &Path, tensors: &[(&str, TensorData)]) -> Result<(), W
         std::fs::create_dir_all(parent).map_err(|e| WeightsError::io(parent, e))?;
     }
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| WeightsError::Io {
+    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| WeightsError::Io {
         path: tmp.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;

@@ -19,7 +19,7 @@ use sdxl_text::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
 use sdxl_unet::{UNet2DConditionModel, UNetConfig};
 use sdxl_vae::{AutoencoderKL, VaeConfig};
 
-pub use keys::{map_key, Component, Derived};
+pub use keys::{map_key, sgm_unet_module, Component, Derived};
 pub use view::SingleFileView;
 
 use crate::checkpoint::Checkpoint;

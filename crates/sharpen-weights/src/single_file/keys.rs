@@ -276,3 +276,98 @@ pub fn map_key(component: Component, key: &str) -> Option<Vec<(String, Derived)>
         Component::ClipG => clip_g(key),
     }
 }
+
+/// diffusers UNet module name -> the original (SGM) module name: the inverse of the UNet key
+/// mapping above, for names without the parameter leaf (`down_blocks.1.attentions.0.proj_in` ->
+/// `input_blocks.4.1.proj_in`). `up_has_attention(b)`: whether up block `b` has attentions (its
+/// upsampler is then the third entry of the last output block, else the second). None for names
+/// outside the UNet's layout.
+pub fn sgm_unet_module(
+    name: &str,
+    layers_per_block: usize,
+    up_has_attention: &dyn Fn(usize) -> bool,
+) -> Option<String> {
+    const FIXED: [(&str, &str); 7] = [
+        ("time_embedding.linear_1", "time_embed.0"),
+        ("time_embedding.linear_2", "time_embed.2"),
+        ("add_embedding.linear_1", "label_emb.0.0"),
+        ("add_embedding.linear_2", "label_emb.0.2"),
+        ("conv_in", "input_blocks.0.0"),
+        ("conv_norm_out", "out.0"),
+        ("conv_out", "out.2"),
+    ];
+    if let Some((_, sgm)) = FIXED.iter().find(|(d, _)| *d == name) {
+        return Some(sgm.to_string());
+    }
+    let per = layers_per_block + 1;
+    let resnet_inverse = |rest: &str| {
+        let dotted = format!("{rest}.");
+        RESNET
+            .iter()
+            .find_map(|(ldm, diffusers)| {
+                dotted
+                    .strip_prefix(diffusers)
+                    .map(|tail| format!("{ldm}{tail}"))
+            })
+            .map(|s| s.trim_end_matches('.').to_string())
+    };
+    let split = |s: &str| -> Option<(usize, String, usize, String)> {
+        // `b.kind.l.rest`
+        let (b, s) = s.split_once('.')?;
+        let (kind, s) = s.split_once('.')?;
+        let (l, rest) = s.split_once('.')?;
+        Some((
+            b.parse().ok()?,
+            kind.to_string(),
+            l.parse().ok()?,
+            rest.to_string(),
+        ))
+    };
+    if let Some(s) = name.strip_prefix("down_blocks.") {
+        let (b, kind, l, rest) = split(s)?;
+        let i = 1 + b * per;
+        return match kind.as_str() {
+            "resnets" => Some(format!(
+                "input_blocks.{}.0.{}",
+                i + l,
+                resnet_inverse(&rest)?
+            )),
+            "attentions" => Some(format!("input_blocks.{}.1.{rest}", i + l)),
+            "downsamplers" if l == 0 => {
+                let leaf = rest.strip_prefix("conv")?;
+                Some(format!("input_blocks.{}.0.op{leaf}", i + layers_per_block))
+            }
+            _ => None,
+        };
+    }
+    if let Some(s) = name.strip_prefix("mid_block.") {
+        let (kind, s) = s.split_once('.')?;
+        let (l, rest) = s.split_once('.')?;
+        return match (kind, l) {
+            ("resnets", "0") => Some(format!("middle_block.0.{}", resnet_inverse(rest)?)),
+            ("attentions", "0") => Some(format!("middle_block.1.{rest}")),
+            ("resnets", "1") => Some(format!("middle_block.2.{}", resnet_inverse(rest)?)),
+            _ => None,
+        };
+    }
+    if let Some(s) = name.strip_prefix("up_blocks.") {
+        let (b, kind, l, rest) = split(s)?;
+        return match kind.as_str() {
+            "resnets" => Some(format!(
+                "output_blocks.{}.0.{}",
+                b * per + l,
+                resnet_inverse(&rest)?
+            )),
+            "attentions" => Some(format!("output_blocks.{}.1.{rest}", b * per + l)),
+            "upsamplers" if l == 0 => {
+                let j = if up_has_attention(b) { 2 } else { 1 };
+                Some(format!(
+                    "output_blocks.{}.{j}.{rest}",
+                    b * per + layers_per_block
+                ))
+            }
+            _ => None,
+        };
+    }
+    None
+}

@@ -1,14 +1,15 @@
 //! Module paths during a visit, named as PyTorch checkpoints name them: burn stores Linear
 //! weights as [in, out] and calls norm parameters `gamma` / `beta`; checkpoints hold [out, in]
-//! and `weight` / `bias`.
+//! and `weight` / `bias`. Used by the loaders, the savers and the LoRA adapters.
 
 #[derive(Debug, Default)]
-pub(crate) struct ModulePath {
+pub struct ModulePath {
     path: Vec<String>,
     containers: Vec<String>,
 }
 
 impl ModulePath {
+    /// Enters a submodule (`ModuleVisitor::enter_module`'s arguments).
     pub fn enter(&mut self, name: &str, container_type: &str) {
         self.containers.push(container_type.to_string());
         if !container_type.starts_with("Enum:") {
@@ -16,11 +17,20 @@ impl ModulePath {
         }
     }
 
+    /// Leaves it again.
     pub fn exit(&mut self, container_type: &str) {
         self.containers.pop();
         if !container_type.starts_with("Enum:") {
             self.path.pop();
         }
+    }
+
+    /// The type name of the innermost struct being visited (`Linear`, `Conv2d`, ...).
+    pub fn module_type(&self) -> Option<&str> {
+        self.containers
+            .iter()
+            .rev()
+            .find_map(|c| c.strip_prefix("Struct:"))
     }
 
     /// The current parameter's checkpoint-style key (before any crate-specific key map), and
