@@ -106,7 +106,7 @@ fn saved_files_read_back_exactly_in_both_layouts() {
         (LoraLayout::Kohya, "kohya.safetensors"),
     ] {
         let path = dir.path().join(name);
-        save_unet_lora(&path, &lora, &base, layout).unwrap();
+        save_unet_lora(&path, &lora, &base.config, layout).unwrap();
         let back = load_unet_lora(&path, &base, &device).unwrap();
         same(&lora, &back);
     }

@@ -65,6 +65,13 @@ pub struct Args {
     /// file (weighted).
     #[arg(long)]
     pub verifier_weights: Option<PathBuf>,
+    /// A UNet LoRA to merge before generating (diffusers/PEFT or kohya layout, as sharpen-train
+    /// writes to `RUN/lora/`); repeat for several.
+    #[arg(long)]
+    pub lora: Vec<PathBuf>,
+    /// Strength of the LoRA(s): one value for all, or one per --lora in the same order.
+    #[arg(long)]
+    pub lora_scale: Vec<f64>,
     /// cpu, cuda or cuda:N (falls back to the CPU, with a warning, when no GPU can be used).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,

@@ -28,7 +28,16 @@ pub struct ImageRecord {
     pub verifier: Option<String>,
     pub candidate: usize,
     pub scores: Vec<f64>,
+    /// LoRAs merged into the UNet.
+    pub loras: Vec<LoraRecord>,
     pub tool: String,
+}
+
+/// A merged LoRA file and its strength.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoraRecord {
+    pub file: String,
+    pub scale: f64,
 }
 
 impl ImageRecord {
@@ -49,6 +58,9 @@ impl ImageRecord {
             self.model,
             self.tool
         ));
+        for lora in &self.loras {
+            s.push_str(&format!(", Lora: {} ({})", lora.file, lora.scale));
+        }
         s
     }
 }

@@ -11,10 +11,12 @@ use sharpen_pipeline::{
 };
 use sharpen_rewards::{RewardSpec, NAMES};
 use sharpen_schedulers::SamplerKind;
+use sharpen_weights::lora::load_unet_lora;
+use sharpen_weights::unet::unet_checkpoint_key;
 use sharpen_weights::{save_tensors, Checkpoint, LoadOptions};
 
 use crate::model::{hf_hub_cache, resolve, ModelSource};
-use crate::output::{image_path, save_png, ImageRecord};
+use crate::output::{image_path, save_png, ImageRecord, LoraRecord};
 use crate::Args;
 
 fn read_latents<B: Backend>(
@@ -40,6 +42,23 @@ fn read_latents<B: Backend>(
         checkpoint.read("latents", DType::F32)?,
         device,
     ))
+}
+
+/// Each --lora with its scale (one --lora-scale for all, or one each; default 1).
+fn lora_scales(args: &Args) -> anyhow::Result<Vec<(std::path::PathBuf, f64)>> {
+    let scales = match args.lora_scale.len() {
+        0 => vec![1.0; args.lora.len()],
+        1 => vec![args.lora_scale[0]; args.lora.len()],
+        k if k == args.lora.len() => args.lora_scale.clone(),
+        k => bail!(
+            "{k} --lora-scale values for {} --lora files: give one for all or one each",
+            args.lora.len()
+        ),
+    };
+    if let Some(s) = scales.iter().find(|s| !s.is_finite()) {
+        bail!("--lora-scale {s} is not a number");
+    }
+    Ok(args.lora.iter().cloned().zip(scales).collect())
 }
 
 /// One image's kept candidate: its pixels, final latents and index.
@@ -88,6 +107,19 @@ pub fn run<B: Backend>(
         args.model,
         started.elapsed().as_secs_f64()
     );
+    for (file, scale) in lora_scales(args)? {
+        let lora = load_unet_lora(&file, &pipe.unet, &device)
+            .with_context(|| format!("--lora {}", file.display()))?;
+        tracing::info!(
+            layers = lora.layers.len(),
+            scale,
+            "merging LoRA {}",
+            file.display()
+        );
+        pipe.unet = lora
+            .merge(pipe.unet, scale, &unet_checkpoint_key)
+            .with_context(|| format!("--lora {}", file.display()))?;
+    }
     if let Some(mode) = attention {
         pipe.unet.set_attention_mode(mode);
         pipe.vae.set_attention_mode(mode);
@@ -231,6 +263,13 @@ pub fn run<B: Backend>(
             verifier: args.verifier.clone(),
             candidate: *candidate,
             scores: scores[i].clone(),
+            loras: lora_scales(args)?
+                .into_iter()
+                .map(|(file, scale)| LoraRecord {
+                    file: file.display().to_string(),
+                    scale,
+                })
+                .collect(),
             tool: format!("sharpen-infer {}", env!("CARGO_PKG_VERSION")),
         };
         let path = image_path(&args.output, i, n);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use sharpen_lora::LoraConfig;
 use sharpen_loss::RewardMargin;
 use sharpen_rewards::RewardSpec;
 use sharpen_trainer::{DdpoConfig, DpoConfig, OptimConfig, RlhfConfig, TrajectoryConfig};
@@ -331,6 +332,10 @@ pub struct TrainConfig {
     pub optim: OptimConfig,
     #[serde(default)]
     pub validation: ValidationSection,
+    /// `[lora]`: train low-rank adapters of the UNet instead of all its weights (the base stays
+    /// frozen; checkpoints hold the adapters and their optimizer state only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 fn one() -> usize {
@@ -460,6 +465,20 @@ impl TrainConfig {
                 "cannot be combined with train_text_encoders yet".into(),
             ));
         }
+        if let Some(lora) = &self.lora {
+            lora.validate().map_err(|m| field("lora", m))?;
+            let clash = match () {
+                _ if self.method == Method::Autoencoder => {
+                    Some("method autoencoder (it trains the VAE)")
+                }
+                _ if self.train_text_encoders => Some("train_text_encoders"),
+                _ if self.gradient_checkpointing => Some("gradient_checkpointing (not yet)"),
+                _ => None,
+            };
+            if let Some(what) = clash {
+                return Err(field("lora", format!("cannot be combined with {what}")));
+            }
+        }
         if !(self.kl_weight.is_finite() && self.kl_weight >= 0.0) {
             return Err(field(
                 "kl_weight",
@@ -490,9 +509,10 @@ impl TrainConfig {
     /// What this run trains.
     pub fn parts(&self) -> crate::model::Parts {
         crate::model::Parts {
-            unet: self.method != Method::Autoencoder,
+            unet: self.method != Method::Autoencoder && self.lora.is_none(),
             text_encoders: self.train_text_encoders,
             vae: self.method == Method::Autoencoder,
+            lora: self.lora.is_some(),
         }
     }
 

@@ -1,10 +1,12 @@
 //! What a run trains: the UNet (fine-tuning and pretraining), optionally with the two text
-//! encoders (pretraining a small model), or the VAE alone (method `autoencoder`, the first
-//! pretraining stage). One module, so that one optimizer, one gradient norm and one checkpoint
+//! encoders (pretraining a small model), LoRA adapters of the frozen UNet (`[lora]`), or the VAE
+//! alone (method `autoencoder`, the first pretraining stage). One module, so that one optimizer, one gradient norm and one checkpoint
 //! cover every trained part. Checkpoints hold each trained part as the pipeline folder names it
-//! (`unet/`, `text_encoder/`, `text_encoder_2/`, `vae/`); the end of a run exports a complete
-//! pipeline folder.
+//! (`unet/`, `text_encoder/`, `text_encoder_2/`, `vae/`; adapters as
+//! `lora/pytorch_lora_weights.safetensors`, the diffusers layout); the end of a run exports a
+//! complete pipeline folder.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::Context;
@@ -14,9 +16,12 @@ use burn::tensor::TensorData;
 use sdxl_text::SdxlTextEncoders;
 use sdxl_unet::UNet2DConditionModel;
 use sdxl_vae::AutoencoderKL;
+use sharpen_lora::{find_targets, Lora, LoraConfig};
+use sharpen_trainer::train::rng::RunRng;
 use sharpen_trainer::train::run_dir::RunDirError;
+use sharpen_weights::lora::{load_unet_lora, save_unet_lora, LoraLayout};
 use sharpen_weights::text::load_sdxl_text_encoders;
-use sharpen_weights::unet::{load_unet, save_unet};
+use sharpen_weights::unet::{load_unet, load_unet_config, save_unet, unet_checkpoint_key};
 use sharpen_weights::vae::load_vae;
 use sharpen_weights::LoadOptions;
 
@@ -28,7 +33,14 @@ pub struct Trainable<B: Backend> {
     pub unet: Option<UNet2DConditionModel<B>>,
     pub text_encoders: Option<SdxlTextEncoders<B>>,
     pub vae: Option<AutoencoderKL<B>>,
+    /// Adapters of the frozen UNet (the run's `[lora]`).
+    pub lora: Option<Lora<B>>,
 }
+
+/// The adapters' file in checkpoints and in the run's `lora/` export (diffusers' name).
+pub const LORA_FILE: &str = "pytorch_lora_weights.safetensors";
+/// The kohya-layout export beside it (ComfyUI, A1111).
+pub const LORA_KOHYA_FILE: &str = "lora_kohya.safetensors";
 
 /// Which parts a run trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +48,64 @@ pub struct Parts {
     pub unet: bool,
     pub text_encoders: bool,
     pub vae: bool,
+    pub lora: bool,
 }
 
 impl<B: Backend> Trainable<B> {
+    /// A fresh LoRA run: adapters on the modules `config` targets in `base`, `A` drawn from a
+    /// stream of its own (seeded by the run seed), `B` zero.
+    pub fn fresh_lora(
+        base: &UNet2DConditionModel<B>,
+        config: &LoraConfig,
+        seed: u64,
+        device: &B::Device,
+    ) -> anyhow::Result<Self> {
+        let targets = find_targets(base, &config.target_modules, &unet_checkpoint_key)
+            .context("config field `lora.target_modules`")?;
+        let mut rng = RunRng::new(seed ^ 0x4c6f_5241);
+        let lora = Lora::init(
+            targets,
+            config.rank,
+            config.alpha(),
+            &mut || rng.uniform(),
+            device,
+        );
+        tracing::info!(
+            layers = lora.layers.len(),
+            params = lora.num_params(),
+            "LoRA adapters"
+        );
+        Ok(Self {
+            unet: None,
+            text_encoders: None,
+            vae: None,
+            lora: Some(lora),
+        })
+    }
+
+    /// The UNet a step or a sample runs: the trained one, or `base` with the adapters merged.
+    pub fn unet_with<'a>(
+        &'a self,
+        base: Option<&UNet2DConditionModel<B>>,
+    ) -> anyhow::Result<Cow<'a, UNet2DConditionModel<B>>> {
+        match (&self.unet, &self.lora, base) {
+            (Some(unet), _, _) => Ok(Cow::Borrowed(unet)),
+            (None, Some(lora), Some(base)) => Ok(Cow::Owned(
+                lora.merge(base.clone(), 1.0, &unet_checkpoint_key)
+                    .context("merging the LoRA adapters")?,
+            )),
+            _ => anyhow::bail!("this method trains the UNet (or its adapters)"),
+        }
+    }
+
     /// Loads the trained parts from a pipeline folder or a checkpoint folder (same layout).
-    pub fn load(root: &Path, parts: Parts, device: &B::Device) -> anyhow::Result<Self> {
+    /// `base`: the UNet that adapters (`lora/`) apply to.
+    pub fn load(
+        root: &Path,
+        parts: Parts,
+        base: Option<&UNet2DConditionModel<B>>,
+        device: &B::Device,
+    ) -> anyhow::Result<Self> {
         let options = LoadOptions::default();
         let context = |part: &str| format!("loading {part} of {}", root.display());
         Ok(Self {
@@ -59,7 +124,31 @@ impl<B: Backend> Trainable<B> {
                 .then(|| load_vae(&root.join("vae"), &options, device))
                 .transpose()
                 .with_context(|| context("the VAE"))?,
+            lora: parts
+                .lora
+                .then(|| {
+                    let base = base.context("LoRA adapters need their base UNet")?;
+                    Ok::<_, anyhow::Error>(load_unet_lora(
+                        &root.join("lora").join(LORA_FILE),
+                        base,
+                        device,
+                    )?)
+                })
+                .transpose()
+                .with_context(|| context("the LoRA adapters"))?,
         })
+    }
+
+    /// Writes the adapters in both layouts into `dir` (`pytorch_lora_weights.safetensors` and
+    /// `lora_kohya.safetensors`); `source` is the pipeline the run started from.
+    pub fn export_lora(&self, dir: &Path, source: &Path) -> anyhow::Result<()> {
+        let Some(lora) = &self.lora else {
+            return Ok(());
+        };
+        let config = load_unet_config(&source.join("unet"))?;
+        save_unet_lora(&dir.join(LORA_FILE), lora, &config, LoraLayout::Diffusers)?;
+        save_unet_lora(&dir.join(LORA_KOHYA_FILE), lora, &config, LoraLayout::Kohya)?;
+        Ok(())
     }
 
     pub fn unet(&self) -> &UNet2DConditionModel<B> {
@@ -77,6 +166,11 @@ impl<B: Backend> Trainable<B> {
         let identity = |k: &str| k.to_string();
         if let Some(unet) = &self.unet {
             save_unet(&dir.join("unet"), unet).map_err(|e| invalid(&e))?;
+        }
+        if let Some(lora) = &self.lora {
+            let config = load_unet_config(&source.join("unet")).map_err(|e| invalid(&e))?;
+            let path = dir.join("lora").join(LORA_FILE);
+            save_unet_lora(&path, lora, &config, LoraLayout::Diffusers).map_err(|e| invalid(&e))?;
         }
         let mut parts: Vec<SavedPart> = Vec::new();
         if let Some(te) = &self.text_encoders {

@@ -23,7 +23,19 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
             cfg.resolution
         );
     }
-    Trainable::<B>::load(&cfg.model, cfg.parts(), device)?;
+    let trained = match &cfg.lora {
+        Some(lora) => Trainable::<B::InnerBackend>::fresh_lora(&pipe.unet, lora, cfg.seed, device)?,
+        None => Trainable::<B::InnerBackend>::load(&cfg.model, cfg.parts(), None, device)?,
+    };
+    let lora = trained.lora.as_ref().map(|l| {
+        format!(
+            "\n  lora: {} adapted modules, {} trainable values (rank {}, alpha {})",
+            l.layers.len(),
+            l.num_params(),
+            l.layers[0].rank(),
+            l.layers[0].alpha
+        )
+    });
     let source = Source::open(&cfg.data, cfg.resolution, cfg.seed, cfg.shard)?;
     let t = cfg.trajectory;
     let per_prompt = match cfg.method {
@@ -55,7 +67,7 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
         "off".into()
     };
     println!(
-        "dry run: {:?} of {} toward `{}`\n  data: {data}\n  steps: {} x {} micro-batches of {} = {examples} examples\n  reward queries: at most {queries} per step, {} in all\n  latents: {} x {} x {}\n  validation: {validation}\n  output: {}",
+        "dry run: {:?} of {} toward `{}`\n  data: {data}\n  steps: {} x {} micro-batches of {} = {examples} examples\n  reward queries: at most {queries} per step, {} in all\n  latents: {} x {} x {}\n  validation: {validation}{}\n  output: {}",
         cfg.method,
         cfg.model.display(),
         cfg.reward.name(),
@@ -66,6 +78,7 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
         pipe.vae.config.latent_channels,
         cfg.resolution / scale,
         cfg.resolution / scale,
+        lora.unwrap_or_default(),
         opts.output_dir.display(),
     );
     Ok(())

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
+use sdxl_unet::UNet2DConditionModel;
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
@@ -55,7 +56,12 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         .with_context(|| format!("loading the pipeline {}", cfg.model.display()))?;
     let source = Source::open(&cfg.data, cfg.resolution, cfg.seed, cfg.shard)?;
     let reward = reward::<B::InnerBackend>(&cfg.reward, &device)?;
-    let mut trainer = open_trainer::<B>(opts, &run, &device)?;
+    // LoRA: the frozen base the adapters are merged into at every step (no gradients).
+    let base = cfg
+        .lora
+        .as_ref()
+        .map(|_| UNet2DConditionModel::<B>::from_inner(pipe.unet.clone()).no_grad());
+    let mut trainer = open_trainer::<B>(opts, &run, base.as_ref(), &device)?;
     let trajectory = cfg.trajectory;
     let rlhf = cfg.rlhf();
     let sampler = Sampler::new(SamplerKind::Ddim { eta: 0.0 }, &pipe.scheduler, 25);
@@ -119,13 +125,15 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                 step,
             );
         }
-        // The pipeline as trained so far: current UNet (and text encoders, when trained).
+        // The pipeline as trained so far: current UNet or adapters (and text encoders, when
+        // trained).
+        let unet = model.unet_with(Some(&pipe.unet))?.into_owned();
         let current = SdxlPipeline {
             tokenizers: pipe.tokenizers.clone(),
             text_encoders: model
                 .text_encoders
                 .unwrap_or_else(|| pipe.text_encoders.clone()),
-            unet: model.unet.expect("UNet methods train the UNet"),
+            unet,
             vae: pipe.vae.clone(),
             scheduler: pipe.scheduler.clone(),
             force_zeros_for_empty_prompt: pipe.force_zeros_for_empty_prompt,
@@ -253,12 +261,16 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             Ok(pipe.vae.scale_latents(pipe.vae.encode(pixels()?).mean))
         };
 
+        // The UNet this step trains (LoRA: the base with the adapters merged, a graph to them).
+        let step_unet = (cfg.method != Method::Autoencoder)
+            .then(|| trainer.model().unet_with(base.as_ref()))
+            .transpose()?;
+        let unet_now = || step_unet.as_deref().expect("UNet methods train the UNet");
         // The current weights without autograd, for rollouts (sharpening methods only).
         let sharpening = matches!(cfg.method, Method::SharpenSft | Method::SharpenRlhf);
-        let rollout_unet =
-            (sharpening || cfg.method == Method::Ddpo).then(|| trainer.model().unet().valid());
+        let rollout_unet = (sharpening || cfg.method == Method::Ddpo).then(|| unet_now().valid());
         let models = rollout_unet.as_ref().map(|rollout| StepModels {
-            train: trainer.model().unet(),
+            train: unet_now(),
             rollout,
             decoder: &decoder,
             reward: reward.as_ref(),
@@ -289,7 +301,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     None => lift_cond::<B>(frozen_cond()),
                 };
                 let loss = standard_loss(
-                    trainer.model().unet(),
+                    unet_now(),
                     &schedule,
                     Tensor::from_inner(x0()?),
                     Tensor::from_inner(eps),
@@ -354,7 +366,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             Method::DiffusionDpo => {
                 let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
                 let step = dpo_step(
-                    trainer.model().unet(),
+                    unet_now(),
                     &pipe.unet,
                     &decoder,
                     reward.as_ref(),
@@ -379,7 +391,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                 let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
                 let (step_noise, train_steps) = ddpo_draw.expect("drawn for ddpo");
                 let step = ddpo_step(
-                    trainer.model().unet(),
+                    unet_now(),
                     rollout_unet
                         .as_ref()
                         .expect("ddpo samples with the current weights"),
@@ -429,6 +441,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             Computed::Graph(loss) => GradientsParams::from_grads(loss.backward(), trainer.model()),
             Computed::Grads(_, grads) => grads,
         };
+        drop(step_unet);
         micro.push((value, stats));
         let Some(report) = trainer.accumulate(grads) else {
             continue;
@@ -491,8 +504,28 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         plot(&run);
     }
     bar.finish();
+    let final_model = current(&trainer);
+    if final_model.lora.is_some() {
+        let dir = run.root.join("lora");
+        final_model
+            .export_lora(&dir, &cfg.model)
+            .with_context(|| format!("exporting the LoRA adapters to {}", dir.display()))?;
+        eprintln!(
+            "LoRA adapters (diffusers and kohya layouts): {}",
+            dir.display()
+        );
+    }
     if cfg.export_pipeline {
-        let model = current(&trainer);
+        // A LoRA run exports the base with the adapters merged.
+        let model = match &final_model.lora {
+            Some(_) => crate::model::Trainable {
+                unet: Some(final_model.unet_with(Some(&pipe.unet))?.into_owned()),
+                text_encoders: None,
+                vae: None,
+                lora: None,
+            },
+            None => final_model,
+        };
         let factor = model
             .vae
             .as_ref()

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use sdxl_text::{PromptBatch, SdxlTextEncoders, SdxlTokenizers};
-use sdxl_unet::AddedCond;
+use sdxl_unet::{AddedCond, UNet2DConditionModel};
 use sharpen_rewards::Reward;
 use sharpen_trainer::train::run_dir::RunDir;
 use sharpen_trainer::{Rollout, TextCond, Trainer};
@@ -70,9 +71,11 @@ pub fn reward_stats(rollout: &Rollout, n: usize) -> [f64; 3] {
     [all, best, worst]
 }
 
+/// The trainer, fresh or resumed. `base`: the frozen UNet that LoRA adapters apply to.
 pub fn open_trainer<B: AutodiffBackend>(
     opts: &RunOptions,
     run: &RunDir,
+    base: Option<&UNet2DConditionModel<B>>,
     device: &B::Device,
 ) -> anyhow::Result<Trainer<B, Trainable<B>>> {
     let cfg = &opts.config;
@@ -88,12 +91,13 @@ pub fn open_trainer<B: AutodiffBackend>(
             } else {
                 PathBuf::from(spec)
             };
-            let model = Trainable::load(&checkpoint, cfg.parts(), device)?;
+            let model = Trainable::load(&checkpoint, cfg.parts(), base, device)?;
             let mut trainer = Trainer::resume(&checkpoint, model, cfg.optim.clone(), device)?;
             if cfg.optim.ema_decay.is_some() {
                 let dir = checkpoint.join("ema");
                 if dir.is_dir() {
-                    trainer.set_ema(Trainable::load(&dir, cfg.parts(), device)?);
+                    let ema = Trainable::<B>::load(&dir, cfg.parts(), base, device)?;
+                    trainer.set_ema(ema.valid());
                 } else {
                     tracing::warn!(
                         "{} holds no EMA weights: the average starts from the current weights",
@@ -112,7 +116,10 @@ pub fn open_trainer<B: AutodiffBackend>(
                     run.root.display()
                 );
             }
-            let model = Trainable::load(&cfg.model, cfg.parts(), device)?;
+            let model = match (&cfg.lora, base) {
+                (Some(lora), Some(base)) => Trainable::fresh_lora(base, lora, cfg.seed, device)?,
+                _ => Trainable::load(&cfg.model, cfg.parts(), None, device)?,
+            };
             Ok(Trainer::new(model, cfg.optim.clone(), cfg.seed))
         }
     }

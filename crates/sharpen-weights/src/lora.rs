@@ -19,7 +19,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, TensorData};
-use sdxl_unet::UNet2DConditionModel;
+use sdxl_unet::{BlockKind, UNet2DConditionModel, UNetConfig};
 use serde_json::Value;
 use sharpen_lora::{linear_and_conv_weights, matches, Lora, LoraPart, LoraTarget};
 
@@ -67,15 +67,13 @@ fn unet_weights<B: Backend>(unet: &UNet2DConditionModel<B>) -> Vec<LoraTarget> {
     linear_and_conv_weights(unet, &unet_checkpoint_key)
 }
 
-/// diffusers name -> SGM name for every adaptable weight of `unet`.
-fn sgm_names(unet: &[LoraTarget], layers_per_block: usize) -> HashMap<String, String> {
-    let up_has_attention = |b: usize| {
-        unet.iter()
-            .any(|t| t.name.starts_with(&format!("up_blocks.{b}.attentions.")))
-    };
-    unet.iter()
+/// diffusers name -> SGM name for each of `targets` (weights of a UNet with `config`).
+fn sgm_names(targets: &[LoraTarget], config: &UNetConfig) -> HashMap<String, String> {
+    let up_has_attention = |b: usize| config.up_blocks.get(b) == Some(&BlockKind::CrossAttn);
+    targets
+        .iter()
         .filter_map(|t| {
-            sgm_unet_module(&t.name, layers_per_block, &up_has_attention)
+            sgm_unet_module(&t.name, config.layers_per_block[0], &up_has_attention)
                 .map(|s| (t.name.clone(), s))
         })
         .collect()
@@ -94,13 +92,22 @@ pub fn load_unet_lora<B: Backend>(
         .keys()
         .any(|k| k.starts_with("lora_unet_") || k.starts_with("lora_te"));
     let (pairs, alphas) = if kohya {
-        let lookup = kohya_lookup(&weights, unet.config.layers_per_block[0]);
+        let lookup = kohya_lookup(&weights, &unet.config);
         (kohya_pairs(&file, &lookup)?, AlphaRule::Keys)
     } else {
         (diffusers_pairs(&file)?, AlphaRule::from_metadata(&file)?)
     };
     let by_name: HashMap<&str, &LoraTarget> =
         weights.iter().map(|t| (t.name.as_str(), t)).collect();
+    // Layers in the UNet's module order (as fresh adapters are), whatever the file's key order:
+    // the optimizer state of a resumed run finds its layers by position.
+    let order: HashMap<&str, usize> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut pairs: Vec<(String, Pair)> = pairs.into_iter().collect();
+    pairs.sort_by_key(|(name, _)| order.get(name.as_str()).copied().unwrap_or(usize::MAX));
     let mut parts = Vec::with_capacity(pairs.len());
     for (name, pair) in pairs {
         let first = pair
@@ -155,8 +162,8 @@ fn scalar(data: &TensorData) -> Option<f64> {
     (v.len() == 1).then(|| v[0])
 }
 
-fn kohya_lookup(weights: &[LoraTarget], layers_per_block: usize) -> HashMap<String, String> {
-    let sgm = sgm_names(weights, layers_per_block);
+fn kohya_lookup(weights: &[LoraTarget], config: &UNetConfig) -> HashMap<String, String> {
+    let sgm = sgm_names(weights, config);
     let mut lookup = HashMap::new();
     for t in weights {
         lookup.insert(t.name.replace('.', "_"), t.name.clone());
@@ -328,14 +335,14 @@ impl AlphaRule {
     }
 }
 
-/// Writes `lora` (adapters of `unet`) in `layout`, atomically. The diffusers layout carries the
+/// Writes `lora` (adapters of a UNet with `config`) in `layout`, atomically. The diffusers layout carries the
 /// adapter config in `lora_adapter_metadata` (rank, alpha, target module names; per-layer
 /// differences as `rank_pattern` / `alpha_pattern`), so diffusers' `load_lora_weights` applies
 /// the same scale; the kohya layout carries each layer's alpha.
 pub fn save_unet_lora<B: Backend>(
     path: &Path,
     lora: &Lora<B>,
-    unet: &UNet2DConditionModel<B>,
+    config: &UNetConfig,
     layout: LoraLayout,
 ) -> Result<(), WeightsError> {
     let parts = lora.parts();
@@ -382,8 +389,8 @@ pub fn save_unet_lora<B: Backend>(
             ]))
         }
         LoraLayout::Kohya => {
-            let weights = unet_weights(unet);
-            let sgm = sgm_names(&weights, unet.config.layers_per_block[0]);
+            let targets: Vec<LoraTarget> = parts.iter().map(|p| p.target.clone()).collect();
+            let sgm = sgm_names(&targets, config);
             for p in &parts {
                 let module = sgm.get(&p.target.name).ok_or_else(|| {
                     invalid(
