@@ -189,6 +189,3 @@ impl<B: Backend> Lora<B> {
             .sum()
     }
 }
-
-#[cfg(test)]
-mod tests;

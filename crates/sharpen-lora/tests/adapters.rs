@@ -7,7 +7,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
-use crate::*;
+use sharpen_lora::*;
 
 type B = Flex;
 type AB = Autodiff<Flex>;
