@@ -136,6 +136,29 @@ pub enum DataConfig {
     },
 }
 
+/// The `[cache]` section: computed inputs kept on disk, keyed by a content hash of the input and
+/// of the model that computed it (a retrained VAE or encoder gets new entries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    /// VAE latents (posterior means) of the prepared training images.
+    pub latents: bool,
+    /// Text embeddings of the prompts (frozen text encoders).
+    pub text: bool,
+    /// Where entries live (shared by runs).
+    pub dir: PathBuf,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            latents: false,
+            text: false,
+            dir: PathBuf::from("runs/cache"),
+        }
+    }
+}
+
 /// The `[shard]` section: which rows this process reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -336,6 +359,8 @@ pub struct TrainConfig {
     /// frozen; checkpoints hold the adapters and their optimizer state only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
+    #[serde(default)]
+    pub cache: CacheSection,
 }
 
 fn one() -> usize {
@@ -478,6 +503,18 @@ impl TrainConfig {
             if let Some(what) = clash {
                 return Err(field("lora", format!("cannot be combined with {what}")));
             }
+        }
+        if self.cache.latents && self.method == Method::Autoencoder {
+            return Err(field(
+                "cache.latents",
+                "method autoencoder trains the VAE".into(),
+            ));
+        }
+        if self.cache.text && self.train_text_encoders {
+            return Err(field(
+                "cache.text",
+                "the text encoders are trained in this run".into(),
+            ));
         }
         if !(self.kl_weight.is_finite() && self.kl_weight >= 0.0) {
             return Err(field(

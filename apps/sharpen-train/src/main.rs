@@ -1,6 +1,7 @@
 //! `sharpen-train`: fine-tune SDXL (or a tiny SDXL-architecture model) with Diffusion-Sharpening
 //! (SFT and RLHF) or standard fine-tuning.
 
+mod cached;
 mod config;
 mod data;
 mod model;

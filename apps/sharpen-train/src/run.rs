@@ -21,6 +21,7 @@ use sharpen_trainer::{
 };
 use sharpen_weights::LoadOptions;
 
+use crate::cached::Caches;
 use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::data::{image_tensor, Source};
 use crate::model::{export_pipeline, Trainable};
@@ -56,6 +57,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         .with_context(|| format!("loading the pipeline {}", cfg.model.display()))?;
     let source = Source::open(&cfg.data, cfg.resolution, cfg.seed, cfg.shard)?;
     let reward = reward::<B::InnerBackend>(&cfg.reward, &device)?;
+    let mut caches = Caches::open(&cfg.cache, &cfg.model)?;
     // LoRA: the frozen base the adapters are merged into at every step (no gradients).
     let base = cfg
         .lora
@@ -238,27 +240,34 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         let cond = match cfg.method {
             Method::Autoencoder => None,
             _ if cfg.train_text_encoders => None,
-            _ => Some(encode(
+            _ => Some(caches.text(
                 &pipe.text_encoders,
                 &pipe.tokenizers,
                 &unet_prompts,
                 cfg.resolution,
+                &device,
             )?),
         };
         let frozen_cond = || cond.as_ref().expect("frozen text encoders");
-        let pixels = || -> anyhow::Result<Tensor<B::InnerBackend, 4>> {
-            let images: Vec<&[u8]> = examples
+        let images = || -> anyhow::Result<Vec<&[u8]>> {
+            examples
                 .iter()
                 .map(|e| e.image.as_deref().context("this method needs images"))
-                .collect::<anyhow::Result<_>>()?;
+                .collect()
+        };
+        let pixels = || -> anyhow::Result<Tensor<B::InnerBackend, 4>> {
             Ok(image_tensor::<B::InnerBackend>(
-                &images,
+                &images()?,
                 cfg.resolution,
                 &device,
             ))
         };
+        // The images' latents (from the cache when it holds them).
+        let latents = matches!(cfg.method, Method::Standard | Method::SharpenSft)
+            .then(|| caches.latents(&pipe.vae, &images()?, cfg.resolution, &device))
+            .transpose()?;
         let x0 = || -> anyhow::Result<Tensor<B::InnerBackend, 4>> {
-            Ok(pipe.vae.scale_latents(pipe.vae.encode(pixels()?).mean))
+            Ok(latents.clone().expect("image methods encode their images"))
         };
 
         // The UNet this step trains (LoRA: the base with the adapters merged, a graph to them).
@@ -541,6 +550,9 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         export_pipeline(&model, &cfg.model, &out, factor)
             .with_context(|| format!("exporting the trained pipeline to {}", out.display()))?;
         eprintln!("trained pipeline: {}", out.display());
+    }
+    if let Some(report) = caches.report() {
+        eprintln!("{report}");
     }
     if source.corrupt() > 0 {
         eprintln!(

@@ -37,18 +37,20 @@ pub fn encode<B: Backend>(
         .encode(tokenizers, PromptBatch::new(prompts), None)
         .context("encoding prompts")?;
     let device = embeds.prompt_embeds.device();
-    let r = resolution as f32;
-    let ids: Vec<f32> = prompts
-        .iter()
-        .flat_map(|_| [r, r, 0.0, 0.0, r, r])
-        .collect();
     Ok(TextCond {
         context: embeds.prompt_embeds,
         added: Some(AddedCond {
             text_embeds: embeds.pooled_prompt_embeds,
-            time_ids: Tensor::from_data(TensorData::new(ids, [prompts.len(), 6]), &device),
+            time_ids: time_ids(prompts.len(), resolution, &device),
         }),
     })
+}
+
+/// SDXL's time ids for `rows` square images of side `resolution`, uncropped: [rows, 6].
+pub fn time_ids<B: Backend>(rows: usize, resolution: usize, device: &B::Device) -> Tensor<B, 2> {
+    let r = resolution as f32;
+    let ids: Vec<f32> = (0..rows).flat_map(|_| [r, r, 0.0, 0.0, r, r]).collect();
+    Tensor::from_data(TensorData::new(ids, [rows, 6]), device)
 }
 
 /// Rewards of one micro-batch: mean of all trajectories, mean of each prompt's best and worst.

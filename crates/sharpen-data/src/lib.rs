@@ -3,8 +3,10 @@
 //! imagefolder convention), JourneyDB annotations, WebDataset tar shards (`jpg`/`png` + `json` or
 //! `txt`), Parquet with image bytes (the Pokemon BLIP captions layout), prompt lists (`.txt`, `.jsonl`, DrawBench-style `.csv`). Images are
 //! decoded (PNG, JPEG), resized to cover the target, centre-cropped and optionally flipped. A bad
-//! row or a corrupt image is skipped and counted, never a crash.
+//! row or a corrupt image is skipped and counted, never a crash. Computed latents and text embeddings
+//! can be cached on disk by content hash ([`cache`]).
 
+pub mod cache;
 mod folder;
 mod image;
 mod parquet;
