@@ -136,6 +136,30 @@ pub enum DataConfig {
     },
 }
 
+/// The UNet's compute precision during training. The trained weights (the optimizer's master
+/// copy) stay f32; the VAE and the rewards stay f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 on CUDA, f32 on the CPU.
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The dtype the UNet computes in, when not f32.
+    pub fn compute_dtype(self) -> Option<burn::tensor::DType> {
+        match self {
+            Self::Bf16 => Some(burn::tensor::DType::BF16),
+            Self::F16 => Some(burn::tensor::DType::F16),
+            Self::Auto | Self::F32 => None,
+        }
+    }
+}
+
 /// The `[cache]` section: computed inputs kept on disk, keyed by a content hash of the input and
 /// of the model that computed it (a retrained VAE or encoder gets new entries).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -361,6 +385,10 @@ pub struct TrainConfig {
     pub lora: Option<LoraConfig>,
     #[serde(default)]
     pub cache: CacheSection,
+    /// `auto`, `f32`, `bf16` or `f16`: the UNet's compute dtype (weights cast for each step,
+    /// gradients flowing back to f32 master weights).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn one() -> usize {
@@ -503,6 +531,12 @@ impl TrainConfig {
             if let Some(what) = clash {
                 return Err(field("lora", format!("cannot be combined with {what}")));
             }
+        }
+        if self.precision.compute_dtype().is_some() && self.gradient_checkpointing {
+            return Err(field(
+                "precision",
+                "bf16/f16 cannot be combined with gradient_checkpointing yet".into(),
+            ));
         }
         if self.cache.latents && self.method == Method::Autoencoder {
             return Err(field(

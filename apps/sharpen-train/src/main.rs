@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::Parser;
 use sharpen_app::{init_logging, resolve_device, DeviceArg, ResolvedDevice};
 
-use crate::config::TrainConfig;
+use crate::config::{Precision, TrainConfig};
 use crate::run::RunOptions;
 
 /// Fine-tune SDXL with Diffusion-Sharpening (SFT and RLHF) or standard fine-tuning.
@@ -78,6 +78,17 @@ fn main() -> anyhow::Result<()> {
     if let Some(model) = args.model {
         config.model = model;
     }
+    let device = resolve_device(args.device);
+    tracing::info!("device: {}", device.describe());
+    if config.precision == Precision::Auto {
+        let cuda = !matches!(device, ResolvedDevice::Cpu);
+        config.precision = if cuda && !config.gradient_checkpointing {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
+        tracing::info!(precision = ?config.precision, "UNet compute precision");
+    }
     config
         .validate()
         .with_context(|| format!("{}", args.config.display()))?;
@@ -90,8 +101,6 @@ fn main() -> anyhow::Result<()> {
         resume: args.resume,
         dry_run: args.dry_run,
     };
-    let device = resolve_device(args.device);
-    tracing::info!("device: {}", device.describe());
     match device {
         ResolvedDevice::Cpu => run::run::<burn::backend::Autodiff<sharpen_app::CpuBackend>>(
             &options,

@@ -1,6 +1,7 @@
 //! The training loop: models, data, one micro-batch at a time, optimizer steps, metrics,
 //! checkpoints, resume, Ctrl-C.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -12,6 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use sdxl_unet::UNet2DConditionModel;
+use sharpen_nn::cast_module;
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
@@ -58,6 +60,13 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     let source = Source::open(&cfg.data, cfg.resolution, cfg.seed, cfg.shard)?;
     let reward = reward::<B::InnerBackend>(&cfg.reward, &device)?;
     let mut caches = Caches::open(&cfg.cache, &cfg.model)?;
+    // Reduced precision: the frozen UNet (the reference, or the LoRA base) is stored in the
+    // compute dtype once; the trained weights are cast for each step.
+    let compute = cfg.precision.compute_dtype();
+    let mut pipe = pipe;
+    if let Some(dtype) = compute {
+        pipe.unet = cast_module(pipe.unet, dtype);
+    }
     // LoRA: the frozen base the adapters are merged into at every step (no gradients).
     let base = cfg
         .lora
@@ -273,7 +282,11 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         // The UNet this step trains (LoRA: the base with the adapters merged, a graph to them).
         let step_unet = (cfg.method != Method::Autoencoder)
             .then(|| trainer.model().unet_with(base.as_ref()))
-            .transpose()?;
+            .transpose()?
+            .map(|unet| match compute {
+                Some(dtype) => Cow::Owned(cast_module(unet.into_owned(), dtype)),
+                None => unet,
+            });
         let unet_now = || step_unet.as_deref().expect("UNet methods train the UNet");
         // The current weights without autograd, for rollouts (sharpening methods only).
         let sharpening = matches!(cfg.method, Method::SharpenSft | Method::SharpenRlhf);

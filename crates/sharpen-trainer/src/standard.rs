@@ -47,6 +47,9 @@ pub fn standard_loss<B: Backend>(
     t: &[usize],
     cond: &TextCond<B>,
 ) -> Tensor<B, 1> {
-    let pred = unet.forward(standard_input(schedule, x0, eps.clone(), t, cond));
+    // The UNet may compute in bf16/f16; the loss is taken in the latents' dtype.
+    let pred = unet
+        .forward(standard_input(schedule, x0, eps.clone(), t, cond))
+        .cast(eps.dtype());
     (pred - eps).powi_scalar(2).mean()
 }
