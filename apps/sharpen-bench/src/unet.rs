@@ -216,7 +216,13 @@ fn bench<B: AutodiffBackend>(
         ms: forward * 1e3,
         heap: crate::heap::peak() - heap_start,
         device: memory(&inner_device),
+        estimate: None,
     }];
+    // What `sdxl_unet::memory` predicts for training passes (activations x batch + gradients).
+    let latent = args.size / 8;
+    let act = config.activation_elements(latent, latent, args.tokens);
+    let (elem, batch) = (dtype.size() as f64, args.batch as f64);
+    let grads = params as f64 * elem;
     drop(inference);
 
     let loss = |out: Tensor<B, 4>| out.cast(DType::F32).powf_scalar(2.0).mean();
@@ -232,6 +238,7 @@ fn bench<B: AutodiffBackend>(
             ms: t * 1e3,
             heap: crate::heap::peak() - heap_start,
             device: memory(&inner_device),
+            estimate: Some(act.full * batch * elem + grads),
         });
     }
     if args.checkpointing {
@@ -246,6 +253,7 @@ fn bench<B: AutodiffBackend>(
             ms: t * 1e3,
             heap: crate::heap::peak() - heap_start,
             device: memory(&inner_device),
+            estimate: Some(act.checkpointed * batch * elem + grads),
         });
     }
 
@@ -270,21 +278,26 @@ fn bench<B: AutodiffBackend>(
     }
     println!();
     println!(
-        "| pass                         | time        | peak heap  | device reserved (in use) |"
+        "| pass                         | time        | peak heap  | estimate   | device reserved (in use) |"
     );
     println!(
-        "|------------------------------|-------------|------------|--------------------------|"
+        "|------------------------------|-------------|------------|------------|--------------------------|"
     );
     for row in &rows {
         let device = match row.device {
             Some((used, reserved)) => format!("{:.2} GiB ({:.2} GiB)", gib(reserved), gib(used)),
             None => "-".to_string(),
         };
+        let estimate = match row.estimate {
+            Some(e) => format!("{:.1} MiB", e / (1 << 20) as f64),
+            None => "-".to_string(),
+        };
         println!(
-            "| {:<28} | {:>8.2} ms | {:>6.1} MiB | {:>24} |",
+            "| {:<28} | {:>8.2} ms | {:>6.1} MiB | {:>10} | {:>24} |",
             row.pass,
             row.ms,
             row.heap as f64 / (1 << 20) as f64,
+            estimate,
             device
         );
     }
@@ -293,7 +306,7 @@ fn bench<B: AutodiffBackend>(
         "dtype": args.dtype, "attention": format!("{mode:?}"), "backend": backend,
         "first_forward_s": first_forward, "memory_after_load": memory_after_load.map(|m| m.1),
         "passes": rows.iter().map(|r| serde_json::json!({
-            "pass": r.pass, "ms": r.ms, "peak_heap_bytes": r.heap,
+            "pass": r.pass, "ms": r.ms, "peak_heap_bytes": r.heap, "estimated_bytes": r.estimate,
             "device_reserved_bytes": r.device.map(|d| d.1),
         })).collect::<Vec<_>>(),
     });
@@ -306,4 +319,6 @@ struct Row {
     ms: f64,
     heap: usize,
     device: Option<(u64, u64)>,
+    /// The config-based estimate of the pass's peak (activations and, with backward, gradients).
+    estimate: Option<f64>,
 }

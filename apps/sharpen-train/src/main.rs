@@ -4,6 +4,7 @@
 mod cached;
 mod config;
 mod data;
+mod memory;
 mod model;
 mod plan;
 mod plot;

@@ -36,6 +36,7 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
             l.layers[0].alpha
         )
     });
+    let memory = crate::memory::plan(cfg, &pipe, &trained);
     let source = Source::open(&cfg.data, cfg.resolution, cfg.seed, cfg.shard)?;
     let t = cfg.trajectory;
     let per_prompt = match cfg.method {
@@ -67,7 +68,7 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
         "off".into()
     };
     println!(
-        "dry run: {:?} of {} toward `{}`\n  data: {data}\n  steps: {} x {} micro-batches of {} = {examples} examples\n  reward queries: at most {queries} per step, {} in all\n  latents: {} x {} x {}\n  validation: {validation}{}\n  output: {}",
+        "dry run: {:?} of {} toward `{}`\n  data: {data}\n  steps: {} x {} micro-batches of {} = {examples} examples\n  reward queries: at most {queries} per step, {} in all\n  latents: {} x {} x {}\n  validation: {validation}{}\n  output: {}\n{memory}",
         cfg.method,
         cfg.model.display(),
         cfg.reward.name(),

@@ -506,6 +506,15 @@ fn dry_run_checks_and_plans_without_writing() {
         plan.contains("4 x 1 micro-batches of 1 = 4 examples"),
         "{plan}"
     );
+    // The memory plan: what the method backpropagates through (sharpen-sft: the selected
+    // trajectory's m = 3 steps of one row per prompt) and the optimizer's share.
+    for line in [
+        "estimated peak memory:",
+        "UNet activations (3 call(s) x 1 row(s), 4x4)",
+        "AdamW state (2 x f32)",
+    ] {
+        assert!(plan.contains(line), "{line}: {plan}");
+    }
     assert!(!run.exists(), "a dry run writes nothing");
     // What a real run would trip over fails the dry run too, naming it.
     let text = std::fs::read_to_string(&cfg).unwrap().replace(

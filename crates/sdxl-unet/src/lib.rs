@@ -5,9 +5,11 @@
 mod blocks;
 pub mod checkpoint;
 pub mod config;
+pub mod memory;
 mod unet;
 
 pub use blocks::{DownBlock, MidBlock, UpBlock};
 pub use checkpoint::UNetTape;
 pub use config::{BlockKind, ConfigError, PerBlock, TextTimeConfig, UNetConfig, UNetConfigJson};
+pub use memory::ActivationEstimate;
 pub use unet::{AddedCond, UNet2DConditionModel, UNetInput};
