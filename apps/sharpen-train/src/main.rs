@@ -4,6 +4,7 @@
 mod cached;
 mod config;
 mod data;
+mod export;
 mod memory;
 mod model;
 mod plan;

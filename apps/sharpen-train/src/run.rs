@@ -26,8 +26,8 @@ use sharpen_weights::LoadOptions;
 use crate::cached::Caches;
 use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::data::{image_tensor, Source};
-use crate::model::{export_pipeline, Trainable};
-use crate::setup::{encode, latent_scaling_factor, open_trainer, plot, reward, reward_stats};
+use crate::model::Trainable;
+use crate::setup::{encode, open_trainer, plot, reward, reward_stats};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -526,44 +526,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         plot(&run);
     }
     bar.finish();
-    let final_model = current(&trainer);
-    if final_model.lora.is_some() {
-        let dir = run.root.join("lora");
-        final_model
-            .export_lora(&dir, &cfg.model)
-            .with_context(|| format!("exporting the LoRA adapters to {}", dir.display()))?;
-        eprintln!(
-            "LoRA adapters (diffusers and kohya layouts): {}",
-            dir.display()
-        );
-    }
-    if cfg.export_pipeline {
-        // A LoRA run exports the base with the adapters merged.
-        let model = match &final_model.lora {
-            Some(_) => crate::model::Trainable {
-                unet: Some(final_model.unet_with(Some(&pipe.unet))?.into_owned()),
-                text_encoders: None,
-                vae: None,
-                lora: None,
-            },
-            None => final_model,
-        };
-        let factor = model
-            .vae
-            .as_ref()
-            .map(|vae| latent_scaling_factor(vae, &source, cfg.resolution, &device))
-            .transpose()?;
-        if let Some(f) = factor {
-            tracing::info!(
-                scaling_factor = f,
-                "measured the VAE's latent scaling factor"
-            );
-        }
-        let out = run.root.join("pipeline");
-        export_pipeline(&model, &cfg.model, &out, factor)
-            .with_context(|| format!("exporting the trained pipeline to {}", out.display()))?;
-        eprintln!("trained pipeline: {}", out.display());
-    }
+    crate::export::finish(cfg, &run.root, current(&trainer), &source, &device)?;
     if let Some(report) = caches.report() {
         eprintln!("{report}");
     }
