@@ -1,11 +1,11 @@
 //! `sharpen-train` end to end on the tiny SDXL pipeline: a run writes metrics and checkpoints;
 //! an interrupted-and-resumed run equals an uninterrupted one; bad configs name the field.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
 
-use common::{config, metrics, ok, train, workspace};
+use common::{config, metrics, ok, train, uninterrupted_and_resumed, workspace};
 
 fn weights(run: &Path, step: &str) -> Vec<u8> {
     std::fs::read(
@@ -14,40 +14,6 @@ fn weights(run: &Path, step: &str) -> Vec<u8> {
             .join("unet/diffusion_pytorch_model.safetensors"),
     )
     .unwrap()
-}
-
-/// Runs `cfg` to the end into `a`, and into `b` stopped after 2 steps then resumed (`between`
-/// runs in the stopped state). Returns (a, b).
-fn uninterrupted_and_resumed(
-    dir: &Path,
-    cfg: &str,
-    between: impl FnOnce(&Path),
-) -> (PathBuf, PathBuf) {
-    let (a, b) = (dir.join("a"), dir.join("b"));
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        a.to_str().unwrap(),
-    ]));
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        b.to_str().unwrap(),
-        "--steps",
-        "2",
-    ]));
-    between(&b);
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        b.to_str().unwrap(),
-        "--resume",
-        "latest",
-    ]));
-    (a, b)
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{config, metrics, ok, train, workspace};
+use common::{config, metrics, ok, train, uninterrupted_and_resumed, workspace};
 use sharpen_app::CpuBackend as B;
 use sharpen_weights::lora::load_unet_lora;
 use sharpen_weights::unet::{load_unet, unet_checkpoint_key};
@@ -34,29 +34,7 @@ fn lora_sharpening_resumes_exactly_and_exports_both_layouts() {
     let extra = format!("export_pipeline = true\n{LORA}");
     let cfg = config(tmp.path(), "sharpen-sft", &extra);
     let cfg = cfg.to_str().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        a.to_str().unwrap(),
-    ]));
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        b.to_str().unwrap(),
-        "--steps",
-        "2",
-    ]));
-    ok(&train(&[
-        "--config",
-        cfg,
-        "--output-dir",
-        b.to_str().unwrap(),
-        "--resume",
-        "latest",
-    ]));
+    let (a, b) = uninterrupted_and_resumed(tmp.path(), cfg, |_| {});
     assert_eq!(metrics(&a), metrics(&b));
     assert_eq!(lora_file(&a, "step-000004"), lora_file(&b, "step-000004"));
     assert_ne!(lora_file(&a, "step-000002"), lora_file(&a, "step-000004"));

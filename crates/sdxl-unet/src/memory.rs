@@ -74,23 +74,21 @@ impl UNetConfig {
             (self.in_channels * hw(0)) as f64,
             ((self.in_channels + ch0) * hw(0)) as f64,
         );
+        // One resnet (from `c_in` channels) and, in cross-attention blocks, its transformer.
+        let layer = |t: &mut Tally, c_in: usize, level: usize, kind: BlockKind| {
+            let out = self.block_out_channels[level];
+            resnet(t, c_in, out, hw(level));
+            if kind == BlockKind::CrossAttn {
+                let layers = self.transformer_layers_per_block[level];
+                transformer(t, out, hw(level), layers, self.num_heads[level], context);
+            }
+        };
         let mut channels = ch0;
         for level in 0..levels {
             let out = self.block_out_channels[level];
             for _ in 0..self.layers_per_block[level] {
-                resnet(&mut t, channels, out, hw(level));
+                layer(&mut t, channels, level, self.down_blocks[level]);
                 channels = out;
-                if self.down_blocks[level] == BlockKind::CrossAttn {
-                    let layers = self.transformer_layers_per_block[level];
-                    transformer(
-                        &mut t,
-                        out,
-                        hw(level),
-                        layers,
-                        self.num_heads[level],
-                        context,
-                    );
-                }
             }
             if level + 1 < levels {
                 t.block((out * hw(level)) as f64, (out * hw(level)) as f64);
@@ -114,19 +112,8 @@ impl UNetConfig {
             let resnets = self.layers_per_block[level] + 1;
             for j in 0..resnets {
                 let skip = if j + 1 == resnets { below } else { out };
-                resnet(&mut t, channels + skip, out, hw(level));
+                layer(&mut t, channels + skip, level, self.up_blocks[i]);
                 channels = out;
-                if self.up_blocks[i] == BlockKind::CrossAttn {
-                    let layers = self.transformer_layers_per_block[level];
-                    transformer(
-                        &mut t,
-                        out,
-                        hw(level),
-                        layers,
-                        self.num_heads[level],
-                        context,
-                    );
-                }
             }
             if level > 0 {
                 // Nearest upsampling to the next level's size, then a conv.

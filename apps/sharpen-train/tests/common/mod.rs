@@ -66,3 +66,37 @@ pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Runs `cfg` to the end into `a`, and into `b` stopped after 2 steps then resumed (`between`
+/// runs in the stopped state). Returns (a, b).
+pub fn uninterrupted_and_resumed(
+    dir: &Path,
+    cfg: &str,
+    between: impl FnOnce(&Path),
+) -> (PathBuf, PathBuf) {
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        a.to_str().unwrap(),
+    ]));
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        b.to_str().unwrap(),
+        "--steps",
+        "2",
+    ]));
+    between(&b);
+    ok(&train(&[
+        "--config",
+        cfg,
+        "--output-dir",
+        b.to_str().unwrap(),
+        "--resume",
+        "latest",
+    ]));
+    (a, b)
+}
