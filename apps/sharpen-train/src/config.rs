@@ -253,6 +253,17 @@ pub struct RlhfSection {
     pub reward_scale: f64,
     pub rollout_cfg: f64,
     pub generation_steps: usize,
+    /// What re-noises the online generations: "own" (each generation's starting noise, as
+    /// method.md specifies) or "fresh" (an independent draw, as Diffusion-DPO noises its pairs).
+    pub renoise: Renoise,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Renoise {
+    #[default]
+    Own,
+    Fresh,
 }
 
 /// "inside" | "outside", kept as a small copyable string type for the TOML mirror.
@@ -273,6 +284,7 @@ impl Default for RlhfSection {
             reward_scale: d.reward_scale,
             rollout_cfg: d.rollout_cfg,
             generation_steps: 25,
+            renoise: Renoise::Own,
         }
     }
 }

@@ -24,7 +24,7 @@ use sharpen_trainer::{
 use sharpen_weights::LoadOptions;
 
 use crate::cached::Caches;
-use crate::config::{Method, OnNonFinite, TrainConfig};
+use crate::config::{Method, OnNonFinite, Renoise, TrainConfig};
 use crate::data::{image_tensor, Source};
 use crate::model::Trainable;
 use crate::setup::{encode, open_trainer, plot, reward, reward_stats};
@@ -244,6 +244,10 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             order.sort_unstable();
             (step_noise, order)
         });
+        // RLHF with `renoise = "fresh"`: the re-noising noise, drawn after everything else (runs
+        // with the default draw exactly what they drew before).
+        let renoise = (cfg.method == Method::SharpenRlhf && cfg.rlhf.renoise == Renoise::Fresh)
+            .then(|| latents(rng.normals(rows * per_row), rows));
         let eps = latents(eps_values, rows);
         // Frozen text encoders: conditioning without a graph. Trained ones: encoded below, with one.
         let cond = match cfg.method {
@@ -378,6 +382,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     RlhfDraw {
                         eps,
                         t: timesteps[0],
+                        renoise,
                     },
                 )?;
                 (

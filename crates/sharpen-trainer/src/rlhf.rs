@@ -114,6 +114,10 @@ pub struct RlhfDraw<B: Backend> {
     /// [prompts x n, c, h, w].
     pub eps: Tensor<B, 4>,
     pub t: usize,
+    /// Noise to re-noise the generations with (and the losses' target), [prompts x n, c, h, w].
+    /// None: each generation's own starting noise `eps`, as method.md specifies; Some: fresh
+    /// noise, as Diffusion-DPO noises its pairs (`[rlhf] renoise = "fresh"`).
+    pub renoise: Option<Tensor<B, 4>>,
 }
 
 /// RLHF Diffusion-Sharpening for a batch of prompts. `generation` is a DDIM sampler with the
@@ -139,7 +143,7 @@ where
     D: LatentDecoder<B::InnerBackend>,
 {
     let n = config.n;
-    let RlhfDraw { eps, t } = draw;
+    let RlhfDraw { eps, t, renoise } = draw;
     let rows_cond = cond.repeat_rows(n);
     let rows_uncond = uncond.map(|u| u.repeat_rows(n));
     let generated = generate(
@@ -150,6 +154,7 @@ where
         rows_uncond.as_ref(),
         rlhf.rollout_cfg,
     );
+    let eps = renoise.unwrap_or(eps);
     let noised = noise_and_roll_out(
         models,
         config,

@@ -28,6 +28,16 @@ fn step(
     rlhf: &RlhfConfig,
     reward: &dyn Reward<B>,
 ) -> (f64, f64, Vec<f32>, sharpen_trainer::Rollout) {
+    step_renoised(w, rlhf, reward, None)
+}
+
+/// `step` with the re-noising noise given (None: each generation's own noise).
+fn step_renoised(
+    w: f32,
+    rlhf: &RlhfConfig,
+    reward: &dyn Reward<B>,
+    renoise: Option<Vec<f32>>,
+) -> (f64, f64, Vec<f32>, sharpen_trainer::Rollout) {
     let rows = PROMPTS.len() * N;
     let train = Toy::<AD>::new(w);
     let inner = Toy::<B>::new(w);
@@ -52,6 +62,7 @@ fn step(
         RlhfDraw {
             eps: tensor(eps(), [rows, 4, 2, 3]),
             t: T,
+            renoise: renoise.map(|v| tensor(v, [rows, 4, 2, 3])),
         },
     )
     .unwrap();
@@ -210,4 +221,25 @@ fn ties_cost_log_two_and_give_no_gradient() {
     assert!(rollout.selections.iter().all(|s| s.tie));
     assert!((loss - std::f64::consts::LN_2).abs() < 1e-6, "{loss}");
     assert_eq!(grad, 0.0);
+}
+
+#[test]
+fn fresh_renoising_noise_replaces_the_generation_noise() {
+    let rlhf = RlhfConfig::default();
+    let reward = Brightness;
+    let own = step(0.3, &rlhf, &reward);
+    let same = step_renoised(0.3, &rlhf, &reward, Some(eps()));
+    assert_eq!(
+        (own.0, own.1),
+        (same.0, same.1),
+        "renoise = eps is the default"
+    );
+    let fresh = step_renoised(
+        0.3,
+        &rlhf,
+        &reward,
+        Some(values(PROMPTS.len() * N * PER_ROW, 10)),
+    );
+    assert_ne!(own.0, fresh.0, "other noise, other trajectories and loss");
+    assert_ne!(own.3.scores, fresh.3.scores);
 }
