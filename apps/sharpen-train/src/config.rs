@@ -463,6 +463,12 @@ impl TrainConfig {
             ));
         }
         let t = &self.trajectory;
+        if t.max_timestep == Some(0) {
+            return Err(field(
+                "trajectory.max_timestep",
+                "must be at least 1".into(),
+            ));
+        }
         if t.n == 0 || t.m == 0 || t.stride == 0 {
             return Err(field(
                 "trajectory",

@@ -216,7 +216,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         let timesteps: Vec<usize> = match cfg.method {
             Method::Standard => (0..cfg.batch_size).map(|_| rng.below(1000)).collect(),
             Method::Autoencoder => Vec::new(),
-            _ => vec![rng.below(schedule.num_train_timesteps())],
+            _ => vec![rng.below(trajectory.timestep_bound(schedule.num_train_timesteps()))],
         };
         let latents = |values: Vec<f32>, rows: usize| {
             Tensor::<B::InnerBackend, 4>::from_data(

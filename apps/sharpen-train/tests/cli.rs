@@ -127,6 +127,7 @@ fn bad_configs_name_the_field() {
         ("checkpoint_every = 0", "checkpoint_every"),
         ("learning_rate = 3", "learning_rate"),
         ("kl_weight = -1", "kl_weight"),
+        ("[trajectory]\nmax_timestep = 0", "trajectory.max_timestep"),
         (
             "[shard]\nrank = 2\nworld_size = 2",
             "rank 2 of world_size 2",

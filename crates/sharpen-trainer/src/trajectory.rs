@@ -23,6 +23,9 @@ pub struct TrajectoryConfig {
     /// Cut the gradient between steps (`detach_between_steps`, default false: gradients flow
     /// through the chain of UNet calls, as in the reference).
     pub detach_between_steps: bool,
+    /// Draw the trajectories' start timestep below this (default: the whole schedule, as
+    /// method.md). Low values keep the decoded x0 estimates close to the images being compared.
+    pub max_timestep: Option<usize>,
 }
 
 impl Default for TrajectoryConfig {
@@ -32,7 +35,16 @@ impl Default for TrajectoryConfig {
             m: 3,
             stride: 40,
             detach_between_steps: false,
+            max_timestep: None,
         }
+    }
+}
+
+impl TrajectoryConfig {
+    /// The exclusive upper bound of the start timestep for a schedule of `train_timesteps`.
+    pub fn timestep_bound(&self, train_timesteps: usize) -> usize {
+        self.max_timestep
+            .map_or(train_timesteps, |m| m.clamp(1, train_timesteps))
     }
 }
 

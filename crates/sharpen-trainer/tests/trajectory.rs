@@ -223,3 +223,13 @@ fn mismatched_rows_are_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_start_timestep_bound_is_the_schedule_or_the_configured_maximum() {
+    let mut config = TrajectoryConfig::default();
+    assert_eq!(config.timestep_bound(1000), 1000);
+    config.max_timestep = Some(200);
+    assert_eq!(config.timestep_bound(1000), 200);
+    config.max_timestep = Some(5000);
+    assert_eq!(config.timestep_bound(1000), 1000, "never past the schedule");
+}
