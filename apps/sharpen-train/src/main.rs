@@ -11,6 +11,7 @@ mod plan;
 mod plot;
 mod run;
 mod samples;
+mod sections;
 mod setup;
 
 use std::path::PathBuf;
