@@ -19,13 +19,28 @@ alpha = 4.0
 target_modules = ["to_q", "to_k", "to_v", "to_out.0", "conv1"]
 "#;
 
-fn lora_file(run: &Path, step: &str) -> Vec<u8> {
-    std::fs::read(
-        run.join("checkpoints")
-            .join(step)
-            .join("lora/pytorch_lora_weights.safetensors"),
-    )
-    .unwrap()
+/// A checkpoint's adapter file: every tensor's values and the header metadata (the metadata map's
+/// key order in the file is not fixed, so bytes are not compared).
+type LoraFile = (
+    Vec<(String, Vec<f32>)>,
+    std::collections::BTreeMap<String, String>,
+);
+
+fn lora_file(run: &Path, step: &str) -> LoraFile {
+    let path = run
+        .join("checkpoints")
+        .join(step)
+        .join("lora/pytorch_lora_weights.safetensors");
+    let file = sharpen_weights::SafetensorsFile::open(&path).unwrap();
+    let tensors = file
+        .tensors
+        .keys()
+        .map(|k| {
+            let data = file.read(k, burn::tensor::DType::F32).unwrap();
+            (k.clone(), data.to_vec::<f32>().unwrap())
+        })
+        .collect();
+    (tensors, file.metadata.clone())
 }
 
 #[test]
