@@ -470,7 +470,10 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         };
         drop(step_unet);
         micro.push((value, stats));
-        let Some(report) = trainer.accumulate(grads) else {
+        let Some(report) = trainer
+            .accumulate(grads)
+            .context("synchronising the gradients")?
+        else {
             continue;
         };
 

@@ -69,7 +69,7 @@ fn train(trainer: &mut Trainer<AD, UNet2DConditionModel<AD>>, run: &RunDir, unti
         let loss = standard_loss(trainer.model(), &schedule, x0, eps, &steps, &cond);
         let value = loss.clone().into_scalar();
         let grads = GradientsParams::from_grads(loss.backward(), trainer.model());
-        if let Some(report) = trainer.accumulate(grads) {
+        if let Some(report) = trainer.accumulate(grads).unwrap() {
             run.append_metrics(&serde_json::json!({
                 "step": report.step, "loss": value, "lr": report.lr, "grad_norm": report.grad_norm,
             }))

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod lr;
 pub mod rng;
 pub mod run_dir;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use self::lr::LrSchedule;
 use self::rng::RunRng;
 use self::run_dir::{read_state, RunDir, RunDirError, TrainState};
+use self::sync::{Peer, SyncError};
 
 /// AdamW and the step around it (method.md section 6 defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +104,8 @@ pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B>> {
     optim: OptimizerAdaptor<AdamW, M, B>,
     accumulator: GradientsAccumulator<M>,
     accumulated: usize,
+    /// Data-parallel group (`None`: this process trains alone).
+    peer: Option<Peer<B::InnerBackend>>,
     pub config: OptimConfig,
     pub state: TrainState,
 }
@@ -119,6 +123,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
             optim: config.adamw().init(),
             accumulator: GradientsAccumulator::new(),
             accumulated: 0,
+            peer: None,
             config,
             state: TrainState {
                 step: 0,
@@ -144,6 +149,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
         self.ema = Some(ids::with_path_ids(ema));
     }
 
+    /// Trains as one peer of a data-parallel group: gradients are averaged over the group
+    /// before every optimizer step.
+    pub fn with_peer(mut self, peer: Peer<B::InnerBackend>) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    pub fn peer(&self) -> Option<&Peer<B::InnerBackend>> {
+        self.peer.as_ref()
+    }
+
     pub fn rng(&mut self) -> &mut RunRng {
         &mut self.state.rng
     }
@@ -153,20 +169,24 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
         self.config.lr * self.config.schedule.factor(self.state.step)
     }
 
-    /// Adds one micro-batch's gradients. After `accumulation` of them: averages, clips to the
-    /// global norm, and takes an optimizer step, returning what it did.
-    pub fn accumulate(&mut self, grads: GradientsParams) -> Option<StepReport> {
+    /// Adds one micro-batch's gradients. After `accumulation` of them: averages (over the
+    /// micro-batches, then over the data-parallel group), clips to the global norm, and takes an
+    /// optimizer step, returning what it did.
+    pub fn accumulate(&mut self, grads: GradientsParams) -> Result<Option<StepReport>, SyncError> {
         let model = self.model.as_ref().expect("model present between steps");
         self.accumulator.accumulate(model, grads);
         self.accumulated += 1;
         if self.accumulated < self.config.accumulation {
-            return None;
+            return Ok(None);
         }
         let mut grads = self.accumulator.grads();
         if self.accumulated > 1 {
             grads::scale::<B, M>(self.model(), &mut grads, 1.0 / self.accumulated as f64);
         }
         self.accumulated = 0;
+        if let Some(peer) = &self.peer {
+            peer.all_reduce_grads::<B, M>(self.model(), &mut grads)?;
+        }
         let grad_norm = match self.config.max_grad_norm {
             Some(max) => grads::clip_global_norm::<B, M>(self.model(), &mut grads, max),
             None => grads::global_norm::<B, M>(self.model(), &grads),
@@ -179,11 +199,11 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Trainer<B, M> {
         }
         self.model = Some(model);
         self.state.step += 1;
-        Some(StepReport {
+        Ok(Some(StepReport {
             step: self.state.step,
             lr,
             grad_norm,
-        })
+        }))
     }
 
     /// Writes a checkpoint of the run into `run` (`save_model` writes the weights into the
