@@ -83,6 +83,38 @@ pub fn resolve_device(requested: DeviceArg) -> ResolvedDevice {
     }
 }
 
+/// Resolves `--devices` (data-parallel training) strictly: every device must be usable, with no
+/// fallback, and all of one kind (the peers share one backend); a CUDA device may appear once.
+/// Several `cpu` entries are allowed (peers on the CPU, used to test the data-parallel path).
+/// The error names the device and why.
+pub fn resolve_devices(requested: &[DeviceArg]) -> Result<Vec<ResolvedDevice>, String> {
+    if requested.is_empty() {
+        return Err("--devices: no device given".to_string());
+    }
+    let mut out = Vec::with_capacity(requested.len());
+    for (i, &device) in requested.iter().enumerate() {
+        if let DeviceArg::Cuda(index) = device {
+            if let Some(reason) = cuda_unavailable_reason(index) {
+                return Err(format!("--devices: {device} is not available: {reason}"));
+            }
+            if requested[..i].contains(&device) {
+                return Err(format!("--devices: {device} is listed twice"));
+            }
+        }
+        if std::mem::discriminant(&device) != std::mem::discriminant(&requested[0]) {
+            return Err(format!(
+                "--devices: {device} and {} are of different kinds; data-parallel peers share one backend",
+                requested[0]
+            ));
+        }
+        out.push(match device {
+            DeviceArg::Cpu => ResolvedDevice::Cpu,
+            DeviceArg::Cuda(index) => cuda_device(index),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(feature = "cuda-untuned")]
 fn cuda_device(index: usize) -> ResolvedDevice {
     if cfg!(feature = "cuda") {
@@ -164,5 +196,20 @@ mod tests {
         // A device ordinal no machine has is always refused.
         assert!(cuda_unavailable_reason(4096).is_some());
         assert_eq!(resolve_device(DeviceArg::Cuda(4096)), ResolvedDevice::Cpu);
+    }
+
+    #[test]
+    fn data_parallel_devices_are_resolved_strictly() {
+        let two_cpus = resolve_devices(&[DeviceArg::Cpu, DeviceArg::Cpu]).unwrap();
+        assert_eq!(two_cpus, vec![ResolvedDevice::Cpu, ResolvedDevice::Cpu]);
+        // No fallback: a device ordinal no machine has is an error naming it.
+        let err = resolve_devices(&[DeviceArg::Cuda(4096)]).unwrap_err();
+        assert!(
+            err.contains("cuda:4096") && err.contains("not available"),
+            "{err}"
+        );
+        let err = resolve_devices(&[DeviceArg::Cpu, DeviceArg::Cuda(4096)]).unwrap_err();
+        assert!(err.contains("cuda:4096"), "{err}");
+        assert!(resolve_devices(&[]).unwrap_err().contains("no device"));
     }
 }

@@ -10,5 +10,5 @@ pub mod plot;
 
 #[cfg(feature = "cuda-untuned")]
 pub use device::CudaBackend;
-pub use device::{resolve_device, CpuBackend, DeviceArg, ResolvedDevice};
+pub use device::{resolve_device, resolve_devices, CpuBackend, DeviceArg, ResolvedDevice};
 pub use logging::init_logging;

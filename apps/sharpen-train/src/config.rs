@@ -356,6 +356,9 @@ pub struct TrainConfig {
     /// gradients flowing back to f32 master weights).
     #[serde(default)]
     pub precision: Precision,
+    /// Data-parallel devices, one peer each (`["cuda:0", "cuda:1"]`); `--devices` overrides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 fn one() -> usize {

@@ -7,6 +7,7 @@ mod data;
 mod export;
 mod memory;
 mod model;
+mod parallel;
 mod plan;
 mod plot;
 mod run;
@@ -18,7 +19,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use sharpen_app::{init_logging, resolve_device, DeviceArg, ResolvedDevice};
+use sharpen_app::{init_logging, resolve_device, resolve_devices, DeviceArg, ResolvedDevice};
+use sharpen_trainer::train::sync::Peer;
 
 use crate::config::{Precision, TrainConfig};
 use crate::run::RunOptions;
@@ -58,8 +60,14 @@ struct Args {
     world_size: Option<usize>,
     /// Where to run: cpu, cuda or cuda:N. A CUDA request falls back to the CPU, with a warning,
     /// when this binary lacks the `cuda` feature or no GPU is present.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", conflicts_with = "devices")]
     device: DeviceArg,
+    /// Data-parallel training, one peer per device: `cuda:0,cuda:1` (or `cpu,cpu`, to run the
+    /// data-parallel path on the CPU). `--batch-size` per device; gradients are averaged before
+    /// every optimizer step. Every device must be usable (no fallback). Overrides the config's
+    /// `devices`.
+    #[arg(long, value_delimiter = ',')]
+    devices: Option<Vec<DeviceArg>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,8 +89,26 @@ fn main() -> anyhow::Result<()> {
     if let Some(model) = args.model {
         config.model = model;
     }
-    let device = resolve_device(args.device);
-    tracing::info!("device: {}", device.describe());
+    let devices: Vec<DeviceArg> = match args.devices {
+        Some(devices) => devices,
+        None => config
+            .devices
+            .iter()
+            .map(|d| d.parse())
+            .collect::<Result<_, String>>()
+            .map_err(|e| {
+                anyhow::anyhow!("{}: config field `devices`: {e}", args.config.display())
+            })?,
+    };
+    config.devices = devices.iter().map(ToString::to_string).collect();
+    let group = match devices.is_empty() {
+        true => vec![resolve_device(args.device)],
+        false => resolve_devices(&devices).map_err(anyhow::Error::msg)?,
+    };
+    let device = group[0];
+    for d in &group {
+        tracing::info!("device: {}", d.describe());
+    }
     if config.precision == Precision::Auto {
         let cuda = !matches!(device, ResolvedDevice::Cpu);
         config.precision = if cuda && !config.gradient_checkpointing {
@@ -104,15 +130,33 @@ fn main() -> anyhow::Result<()> {
         resume: args.resume,
         dry_run: args.dry_run,
     };
-    match device {
-        ResolvedDevice::Cpu => run::run::<burn::backend::Autodiff<sharpen_app::CpuBackend>>(
+    type Cpu = burn::backend::Autodiff<sharpen_app::CpuBackend>;
+    #[cfg(feature = "cuda")]
+    type Cuda = burn::backend::Autodiff<sharpen_app::CudaBackend>;
+    match (device, group.len()) {
+        (ResolvedDevice::Cpu, 1) => run::run::<Cpu>(
             &options,
             Default::default(),
+            Peer::alone(Default::default()),
         ),
+        (ResolvedDevice::Cpu, k) => {
+            parallel::data_parallel::<Cpu>(&options, vec![Default::default(); k])
+        }
         #[cfg(feature = "cuda")]
-        ResolvedDevice::Cuda(i) => run::run::<burn::backend::Autodiff<sharpen_app::CudaBackend>>(
-            &options,
-            burn::backend::cuda::CudaDevice::new(i),
-        ),
+        (ResolvedDevice::Cuda(i), 1) => {
+            let device = burn::backend::cuda::CudaDevice::new(i);
+            run::run::<Cuda>(&options, device.clone(), Peer::alone(device))
+        }
+        #[cfg(feature = "cuda")]
+        (ResolvedDevice::Cuda(_), _) => {
+            let devices = group
+                .iter()
+                .map(|d| match d {
+                    ResolvedDevice::Cuda(i) => burn::backend::cuda::CudaDevice::new(*i),
+                    ResolvedDevice::Cpu => unreachable!("resolve_devices refuses mixed kinds"),
+                })
+                .collect();
+            parallel::data_parallel::<Cuda>(&options, devices)
+        }
     }
 }

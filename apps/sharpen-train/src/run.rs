@@ -17,6 +17,7 @@ use sharpen_nn::cast_module;
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
+use sharpen_trainer::train::sync::Peer;
 use sharpen_trainer::{
     ddpo_step, dpo_step, lift_cond, rlhf_step, sft_step, standard_input, standard_loss, DdpoDraw,
     DpoDraw, RlhfDraw, StepModels, Trainer, VaeDecoder,
@@ -27,7 +28,7 @@ use crate::cached::Caches;
 use crate::config::{Method, OnNonFinite, Renoise, TrainConfig};
 use crate::data::{image_tensor, Source};
 use crate::model::Trainable;
-use crate::setup::{encode, open_trainer, plot, reward, reward_stats};
+use crate::setup::{autoencoder_loss, encode, open_trainer, plot, reward, reward_stats};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -46,14 +47,24 @@ enum Computed<B: AutodiffBackend> {
     Grads(Tensor<B::InnerBackend, 1>, GradientsParams),
 }
 
-pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::Result<()> {
+/// Trains as `peer` of a data-parallel group (alone: a plain run). Every peer draws the whole
+/// group's batch from the shared random stream and trains on its rows of it, so the group equals
+/// one device training on the whole batch; the main peer writes everything.
+pub fn run<B: AutodiffBackend>(
+    opts: &RunOptions,
+    device: B::Device,
+    peer: Peer<B::InnerBackend>,
+) -> anyhow::Result<()> {
     if opts.dry_run {
         return crate::plan::dry_run::<B>(opts, &device);
     }
     let cfg = &opts.config;
+    let (main, rank, world) = (peer.is_main(), peer.rank(), peer.world());
     let run = RunDir::create(&opts.output_dir)?;
-    let resolved = toml::to_string_pretty(cfg).context("serialising the config")?;
-    write_atomic(&run.root.join("config.toml"), resolved.as_bytes())?;
+    if main {
+        let resolved = toml::to_string_pretty(cfg).context("serialising the config")?;
+        write_atomic(&run.root.join("config.toml"), resolved.as_bytes())?;
+    }
 
     let pipe = SdxlPipeline::<B::InnerBackend>::load(&cfg.model, &LoadOptions::default(), &device)
         .with_context(|| format!("loading the pipeline {}", cfg.model.display()))?;
@@ -72,7 +83,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         .lora
         .as_ref()
         .map(|_| UNet2DConditionModel::<B>::from_inner(pipe.unet.clone()).no_grad());
-    let mut trainer = open_trainer::<B>(opts, &run, base.as_ref(), &device)?;
+    let mut trainer = open_trainer::<B>(opts, &run, base.as_ref(), &device)?.with_peer(peer);
     let trajectory = cfg.trajectory;
     let rlhf = cfg.rlhf();
     let sampler = Sampler::new(SamplerKind::Ddim { eta: 0.0 }, &pipe.scheduler, 25);
@@ -123,7 +134,7 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         })
     };
     let sample = |model: Trainable<B::InnerBackend>, step: usize| {
-        if !cfg.validation.enabled {
+        if !cfg.validation.enabled || !main {
             return Ok(());
         }
         if let Some(vae) = &model.vae {
@@ -176,7 +187,11 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         .transpose()?;
 
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
-    let bar = ProgressBar::new(cfg.steps as u64).with_position(trainer.state.step as u64);
+    let bar = match main {
+        true => ProgressBar::new(cfg.steps as u64),
+        false => ProgressBar::hidden(),
+    }
+    .with_position(trainer.state.step as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
@@ -187,34 +202,46 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
     let elapsed_before = trainer.state.elapsed_s;
     let mut micro: Vec<(f64, Option<[f64; 3]>)> = Vec::new();
     let mut saved_at = trainer.state.step;
-    tracing::info!(method = ?cfg.method, steps = cfg.steps, run = %run.root.display(), "training");
+    let effective_batch = cfg.batch_size * cfg.optim.accumulation * world;
+    tracing::info!(method = ?cfg.method, steps = cfg.steps, effective_batch, devices = world, rank, run = %run.root.display(), "training");
+    // This peer's rows of the group's batch.
+    let global = cfg.batch_size * world;
+    let mine = rank * cfg.batch_size..(rank + 1) * cfg.batch_size;
+    let slice = |values: Vec<f32>, per_item: usize| {
+        values[mine.start * per_item..mine.end * per_item].to_vec()
+    };
 
     while trainer.state.step < cfg.steps {
         // Draw everything this micro-batch needs from the run's stream.
         let cursor = trainer.state.data_cursor;
-        let examples: Vec<_> = (0..cfg.batch_size as u64)
-            .map(|i| source.get(cursor + i))
+        let examples: Vec<_> = mine
+            .clone()
+            .map(|i| source.get(cursor + i as u64))
             .collect();
-        trainer.state.data_cursor += cfg.batch_size as u64;
+        trainer.state.data_cursor += global as u64;
         let prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
         let rng = trainer.rng();
+        let dropped: Vec<bool> = (0..global)
+            .map(|_| rng.uniform() < cfg.caption_dropout)
+            .collect();
         let unet_prompts: Vec<&str> = prompts
             .iter()
-            .map(|p| {
-                if rng.uniform() < cfg.caption_dropout {
-                    ""
-                } else {
-                    *p
-                }
-            })
+            .zip(&dropped[mine.clone()])
+            .map(|(p, dropped)| if *dropped { "" } else { *p })
             .collect();
-        let rows = match cfg.method {
-            Method::Standard | Method::Autoencoder => cfg.batch_size,
-            _ => cfg.batch_size * trajectory.n,
+        let per_item = match cfg.method {
+            Method::Standard | Method::Autoencoder => 1,
+            _ => trajectory.n,
         };
-        let eps_values = rng.normals(rows * latent_channels * latent * latent);
+        let rows = cfg.batch_size * per_item;
+        let per_row = latent_channels * latent * latent;
+        let rows_per_item = per_item * per_row;
+        let eps_values = slice(rng.normals(global * rows_per_item), rows_per_item);
         let timesteps: Vec<usize> = match cfg.method {
-            Method::Standard => (0..cfg.batch_size).map(|_| rng.below(1000)).collect(),
+            Method::Standard => {
+                let all: Vec<usize> = (0..global).map(|_| rng.below(1000)).collect();
+                all[mine.clone()].to_vec()
+            }
             Method::Autoencoder => Vec::new(),
             _ => vec![rng.below(trajectory.timestep_bound(schedule.num_train_timesteps()))],
         };
@@ -226,13 +253,21 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         };
         // The baselines' further draws: Diffusion-DPO's pair noise; DDPO's step noises and the
         // steps that get a gradient.
-        let per_row = latent_channels * latent * latent;
-        let pair_eps = (cfg.method == Method::DiffusionDpo)
-            .then(|| latents(rng.normals(cfg.batch_size * per_row), cfg.batch_size));
+        let pair_eps = (cfg.method == Method::DiffusionDpo).then(|| {
+            latents(
+                slice(rng.normals(global * per_row), per_row),
+                cfg.batch_size,
+            )
+        });
         let ddpo_draw = (cfg.method == Method::Ddpo).then(|| {
             let steps = cfg.rlhf.generation_steps;
             let step_noise = (0..steps)
-                .map(|_| latents(rng.normals(rows * per_row), rows))
+                .map(|_| {
+                    latents(
+                        slice(rng.normals(global * rows_per_item), rows_per_item),
+                        rows,
+                    )
+                })
                 .collect();
             let mut order: Vec<usize> = (0..steps).collect();
             let k = cfg.ddpo.train_timesteps.min(steps);
@@ -247,7 +282,12 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
         // RLHF with `renoise = "fresh"`: the re-noising noise, drawn after everything else (runs
         // with the default draw exactly what they drew before).
         let renoise = (cfg.method == Method::SharpenRlhf && cfg.rlhf.renoise == Renoise::Fresh)
-            .then(|| latents(rng.normals(rows * per_row), rows));
+            .then(|| {
+                latents(
+                    slice(rng.normals(global * rows_per_item), rows_per_item),
+                    rows,
+                )
+            });
         let eps = latents(eps_values, rows);
         // Frozen text encoders: conditioning without a graph. Trained ones: encoded below, with one.
         let cond = match cfg.method {
@@ -342,16 +382,8 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
                     .vae
                     .as_ref()
                     .expect("autoencoder trains the VAE");
-                let pixels = Tensor::<B, 4>::from_inner(pixels()?);
-                let posterior = vae.encode(pixels.clone());
-                let recon = vae.decode(posterior.sample(Tensor::from_inner(eps)));
-                let mse = (recon - pixels).powi_scalar(2).mean();
-                let kl = (posterior.mean.clone().powi_scalar(2) + posterior.logvar.clone().exp()
-                    - posterior.logvar.clone()
-                    - 1.0)
-                    .mean()
-                    .mul_scalar(0.5);
-                (Computed::Graph(mse + kl.mul_scalar(cfg.kl_weight)), None)
+                let loss = autoencoder_loss(vae, pixels()?, eps, cfg.kl_weight);
+                (Computed::Graph(loss), None)
             }
             Method::SharpenSft => {
                 let step = sft_step(
@@ -452,6 +484,18 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             Computed::Graph(loss) => scalar(loss.clone().inner()),
             Computed::Grads(value, _) => scalar(value.clone()),
         };
+        // Peers agree: one non-finite loss stops (or skips) every peer.
+        let value = match trainer.peer().filter(|p| p.world() > 1) {
+            Some(peer) => match peer
+                .gather(&[value as f32])?
+                .iter()
+                .all(|v| v[0].is_finite())
+            {
+                true => value,
+                false => f64::NAN,
+            },
+            None => value,
+        };
         if !value.is_finite() {
             match cfg.on_non_finite {
                 OnNonFinite::Stop => bail!(
@@ -477,25 +521,19 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             continue;
         };
 
-        let k = micro.len() as f64;
-        let loss_mean = micro.iter().map(|m| m.0).sum::<f64>() / k;
-        let rewards: Option<[f64; 3]> =
-            micro
-                .iter()
-                .map(|m| m.1)
-                .collect::<Option<Vec<_>>>()
-                .map(|v| {
-                    let mut out = [0.0; 3];
-                    for s in &v {
-                        for (o, x) in out.iter_mut().zip(s) {
-                            *o += x / v.len() as f64;
-                        }
-                    }
-                    out
-                });
+        let (loss_mean, rewards) = crate::parallel::micro_means(&micro);
         micro.clear();
         let elapsed = elapsed_before + started.elapsed().as_secs_f64();
         trainer.state.elapsed_s = elapsed;
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        let (loss_mean, rewards, interrupted) =
+            crate::parallel::group_metrics(trainer.peer(), loss_mean, rewards, interrupted)?;
+        if !main {
+            if interrupted {
+                return Ok(());
+            }
+            continue;
+        }
         run.append_metrics(&serde_json::json!({
             "step": report.step,
             "loss": loss_mean,
@@ -511,7 +549,6 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             Some(r) => format!("loss {loss_mean:.4} reward {:.4}", r[0]),
             None => format!("loss {loss_mean:.4}"),
         });
-        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         if report.step % cfg.checkpoint_every == 0 || report.step == cfg.steps || interrupted {
             save(&trainer)?;
             saved_at = report.step;
@@ -527,6 +564,9 @@ pub fn run<B: AutodiffBackend>(opts: &RunOptions, device: B::Device) -> anyhow::
             );
             return Ok(());
         }
+    }
+    if !main {
+        return Ok(());
     }
     if saved_at != trainer.state.step {
         save(&trainer)?;

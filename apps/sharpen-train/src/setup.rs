@@ -9,6 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use sdxl_text::{PromptBatch, SdxlTextEncoders, SdxlTokenizers};
 use sdxl_unet::{AddedCond, UNet2DConditionModel};
+use sdxl_vae::AutoencoderKL;
 use sharpen_rewards::Reward;
 use sharpen_trainer::train::run_dir::RunDir;
 use sharpen_trainer::{Rollout, TextCond, Trainer};
@@ -167,6 +168,26 @@ pub fn latent_scaling_factor<B: Backend>(
 }
 
 /// Redraws `metrics.png`; a failure is logged, never fatal.
+/// The autoencoder's loss: pixel MSE of the reconstruction from a posterior sample (noise `eps`)
+/// plus `kl_weight` x the KL divergence to the unit Gaussian.
+pub fn autoencoder_loss<B: AutodiffBackend>(
+    vae: &AutoencoderKL<B>,
+    pixels: Tensor<B::InnerBackend, 4>,
+    eps: Tensor<B::InnerBackend, 4>,
+    kl_weight: f64,
+) -> Tensor<B, 1> {
+    let pixels = Tensor::<B, 4>::from_inner(pixels);
+    let posterior = vae.encode(pixels.clone());
+    let recon = vae.decode(posterior.sample(Tensor::from_inner(eps)));
+    let mse = (recon - pixels).powi_scalar(2).mean();
+    let kl = (posterior.mean.clone().powi_scalar(2) + posterior.logvar.clone().exp()
+        - posterior.logvar.clone()
+        - 1.0)
+        .mean()
+        .mul_scalar(0.5);
+    mse + kl.mul_scalar(kl_weight)
+}
+
 pub fn plot(run: &RunDir) {
     let out = run.root.join("metrics.png");
     if let Err(e) = crate::plot::write_plot(&run.metrics_path(), &run.validation_path(), &out) {

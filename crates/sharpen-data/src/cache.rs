@@ -132,7 +132,10 @@ impl TensorCache {
                 (name.clone(), view)
             })
             .collect();
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per process and write: data-parallel peers (threads) may write the same entry.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
         let invalid = |message: String| DataError::Invalid {
             path: tmp.clone(),
             message,

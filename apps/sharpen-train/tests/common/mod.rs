@@ -100,3 +100,61 @@ pub fn uninterrupted_and_resumed(
     ]));
     (a, b)
 }
+
+/// Runs sharpen-train and fails the test when it has not finished after `secs` seconds (a hung
+/// data-parallel run is killed, not waited for).
+pub fn train_within(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sharpen-train"))
+        .args(args)
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs sharpen-train");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("sharpen-train {args:?} did not finish within {secs} s (hung?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A run directory's UNet weights at `checkpoint` (e.g. `step-000020`), by name.
+pub fn unet_weights(run: &Path, checkpoint: &str) -> Vec<(String, Vec<f32>)> {
+    let path = run.join(format!(
+        "checkpoints/{checkpoint}/unet/diffusion_pytorch_model.safetensors"
+    ));
+    let file = sharpen_weights::SafetensorsFile::open(&path).unwrap();
+    let mut names: Vec<&String> = file.tensors.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|k| {
+            let data = file.read(k, burn::tensor::DType::F32).unwrap();
+            (k.clone(), data.to_vec::<f32>().unwrap())
+        })
+        .collect()
+}
+
+/// The largest relative difference of two sets of weights: max over tensors of
+/// `||a - b|| / ||a||` (L2).
+pub fn max_rel_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|((ka, va), (kb, vb))| {
+            assert_eq!(ka, kb);
+            let norm = va.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            let diff = va
+                .iter()
+                .zip(vb)
+                .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            diff / norm.max(1e-30)
+        })
+        .fold(0.0, f64::max)
+}

@@ -190,3 +190,9 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for AllReduce<'_, AB::InnerBackend> 
         }
     }
 }
+
+/// Releases every peer of this process's group that waits in a collective operation (each gets
+/// an error): what a failing peer does so that the others stop instead of hanging.
+pub fn abort_group<B: Backend>() {
+    burn_collective::reset_collective::<B>();
+}
