@@ -94,8 +94,11 @@ fn two_peers(unet: &Unet, sync: bool) -> Vec<(Unet, Vec<f64>)> {
         .map(|rank| {
             let unet = unet.clone();
             std::thread::spawn(move || {
+                // Small buckets: the gradients travel in many all-reduce calls.
                 let peer = if sync {
-                    Peer::join(rank, 2, Default::default()).unwrap()
+                    Peer::join(rank, 2, Default::default())
+                        .unwrap()
+                        .with_bucket(50_000)
                 } else {
                     Peer::alone(Default::default())
                 };

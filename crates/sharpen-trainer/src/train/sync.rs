@@ -5,9 +5,10 @@
 //!
 //! A group of one is a plain run: no collective is joined and every operation is the identity.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
@@ -32,6 +33,8 @@ pub struct Peer<B: Backend> {
     rank: usize,
     world: usize,
     device: B::Device,
+    /// Values per all-reduce call when averaging gradients.
+    bucket: usize,
     _backend: PhantomData<B>,
 }
 
@@ -46,6 +49,7 @@ impl<B: Backend> Peer<B> {
             rank,
             world,
             device,
+            bucket: BUCKET_ELEMENTS,
             _backend: PhantomData,
         };
         if world > 1 {
@@ -62,8 +66,16 @@ impl<B: Backend> Peer<B> {
             rank: 0,
             world: 1,
             device,
+            bucket: BUCKET_ELEMENTS,
             _backend: PhantomData,
         }
+    }
+
+    /// Sets the values per all-reduce call when averaging gradients (default
+    /// [`BUCKET_ELEMENTS`]).
+    pub fn with_bucket(mut self, elements: usize) -> Self {
+        self.bucket = elements.max(1);
+        self
     }
 
     pub fn rank(&self) -> usize {
@@ -130,9 +142,11 @@ impl<B: Backend> Peer<B> {
         self.gather(&[0.0]).map(|_| ())
     }
 
-    /// Averages `grads` over the group, parameter by parameter in the module's visiting order
-    /// (the same on every peer). A trainable parameter without a gradient on this peer takes
-    /// part with zeros, so that every peer makes the same calls.
+    /// Averages `grads` over the group. The trainable parameters' gradients, in the module's
+    /// visiting order (the same on every peer), are flattened into buckets of about
+    /// [`Peer::with_bucket`] values and each bucket is all-reduced once (as PyTorch's DDP does), not
+    /// one collective call per tensor. A trainable parameter without a gradient on this peer
+    /// takes part with zeros, so that every peer reduces the same buckets.
     pub fn all_reduce_grads<AB, M>(
         &self,
         module: &M,
@@ -145,15 +159,40 @@ impl<B: Backend> Peer<B> {
         if self.world == 1 {
             return Ok(());
         }
-        let mut visitor = AllReduce {
-            peer: self,
+        let mut flat = Flatten {
             grads,
-            error: None,
+            flat: Vec::new(),
         };
-        module.visit(&mut visitor);
-        visitor.error.map_or(Ok(()), Err)
+        module.visit(&mut flat);
+        let mut reduced: Vec<(ParamId, Tensor<B, 1>)> = Vec::with_capacity(flat.flat.len());
+        let mut bucket: Vec<(ParamId, Tensor<B, 1>)> = Vec::new();
+        let mut size = 0;
+        let total = flat.flat.len();
+        for (k, (id, g)) in flat.flat.into_iter().enumerate() {
+            size += g.dims()[0];
+            bucket.push((id, g));
+            if size >= self.bucket || k + 1 == total {
+                let lengths: Vec<usize> = bucket.iter().map(|(_, g)| g.dims()[0]).collect();
+                let (ids, parts): (Vec<ParamId>, Vec<Tensor<B, 1>>) = bucket.drain(..).unzip();
+                let mean = self.mean(Tensor::cat(parts, 0))?;
+                let mut start = 0;
+                for (id, len) in ids.into_iter().zip(lengths) {
+                    reduced.push((id, mean.clone().slice(start..start + len)));
+                    start += len;
+                }
+                size = 0;
+            }
+        }
+        module.visit(&mut Unflatten {
+            grads,
+            reduced: reduced.into_iter().collect(),
+        });
+        Ok(())
     }
 }
+
+/// Values per all-reduce call when averaging gradients (64 MiB of f32).
+pub const BUCKET_ELEMENTS: usize = 1 << 24;
 
 impl<B: Backend> Drop for Peer<B> {
     fn drop(&mut self) {
@@ -165,17 +204,14 @@ impl<B: Backend> Drop for Peer<B> {
     }
 }
 
-struct AllReduce<'a, B: Backend> {
-    peer: &'a Peer<B>,
+/// The trainable parameters' gradients as 1-d tensors, in visiting order.
+struct Flatten<'a, B: Backend> {
     grads: &'a mut GradientsParams,
-    error: Option<SyncError>,
+    flat: Vec<(ParamId, Tensor<B, 1>)>,
 }
 
-impl<AB: AutodiffBackend> ModuleVisitor<AB> for AllReduce<'_, AB::InnerBackend> {
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Flatten<'_, AB::InnerBackend> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
-        if self.error.is_some() {
-            return;
-        }
         let value = param.val();
         if !value.is_require_grad() {
             return;
@@ -184,9 +220,22 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for AllReduce<'_, AB::InnerBackend> 
             .grads
             .remove::<AB::InnerBackend, D>(param.id)
             .unwrap_or_else(|| value.inner().zeros_like());
-        match self.peer.mean(grad) {
-            Ok(mean) => self.grads.register(param.id, mean),
-            Err(e) => self.error = Some(e),
+        let n = grad.shape().num_elements();
+        self.flat.push((param.id, grad.reshape([n])));
+    }
+}
+
+/// Puts the averaged gradients back, in their parameters' shapes.
+struct Unflatten<'a, B: Backend> {
+    grads: &'a mut GradientsParams,
+    reduced: HashMap<ParamId, Tensor<B, 1>>,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Unflatten<'_, AB::InnerBackend> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        if let Some(flat) = self.reduced.remove(&param.id) {
+            let dims: [usize; D] = param.val().dims();
+            self.grads.register(param.id, flat.reshape(dims));
         }
     }
 }
