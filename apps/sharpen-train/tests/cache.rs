@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{config, metrics, ok, train, workspace};
+use common::{config, metrics, ok, train_in, workspace};
 
 fn cfg(dir: &Path, method: &str, cache: Option<&Path>) -> std::path::PathBuf {
     let mut extra = String::new();
@@ -34,14 +34,7 @@ fn cfg(dir: &Path, method: &str, cache: Option<&Path>) -> std::path::PathBuf {
 }
 
 fn run(cfg: &Path, out: &Path) -> String {
-    let o = train(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--output-dir",
-        out.to_str().unwrap(),
-        "--steps",
-        "6",
-    ]);
+    let o = train_in(cfg, out, &["--steps", "6"]);
     ok(&o);
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -124,12 +117,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 fn a_cache_that_cannot_apply_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let c = config(tmp.path(), "autoencoder", "[cache]\nlatents = true\n");
-    let out = train(&[
-        "--config",
-        c.to_str().unwrap(),
-        "--output-dir",
-        tmp.path().join("r").to_str().unwrap(),
-    ]);
+    let out = train_in(&c, &tmp.path().join("r"), &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cache.latents"));
 }

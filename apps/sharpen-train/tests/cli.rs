@@ -5,7 +5,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{config, metrics, ok, train, uninterrupted_and_resumed, workspace};
+use common::{config, metrics, ok, train, train_in, uninterrupted_and_resumed, workspace};
 
 fn weights(run: &Path, step: &str) -> Vec<u8> {
     std::fs::read(
@@ -28,12 +28,7 @@ fn every_method_runs_and_writes_metrics_and_checkpoints() {
     ] {
         let cfg = config(tmp.path(), method, "");
         let run = tmp.path().join(format!("run-{method}"));
-        ok(&train(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--output-dir",
-            run.to_str().unwrap(),
-        ]));
+        ok(&train_in(&cfg, &run, &[]));
         let lines = metrics(&run);
         assert_eq!(lines.len(), 4, "{method}");
         for (i, l) in lines.iter().enumerate() {
@@ -138,12 +133,7 @@ fn bad_configs_name_the_field() {
         ),
     ] {
         let cfg = config(tmp.path(), "standard", extra);
-        let out = train(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--output-dir",
-            tmp.path().join("x").to_str().unwrap(),
-        ]);
+        let out = train_in(&cfg, &tmp.path().join("x"), &[]);
         assert!(!out.status.success(), "{extra}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{extra}: {err}");
@@ -159,12 +149,7 @@ fn bad_configs_name_the_field() {
         ("diffusion-dpo", "[dpo]\nbeta = 0", "dpo.beta"),
     ] {
         let cfg = config(tmp.path(), method, extra);
-        let out = train(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--output-dir",
-            tmp.path().join("x").to_str().unwrap(),
-        ]);
+        let out = train_in(&cfg, &tmp.path().join("x"), &[]);
         assert!(!out.status.success(), "{method}: {extra}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{method} {extra}: {err}");
@@ -238,14 +223,7 @@ fn image_folders_and_prompt_files_feed_training() {
             .replace("kind = \"shapes\"", &section);
         std::fs::write(&cfg, text).unwrap();
         let run = tmp.path().join(format!("run-{case}"));
-        let out = train(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--output-dir",
-            run.to_str().unwrap(),
-            "--steps",
-            steps,
-        ]);
+        let out = train_in(&cfg, &run, &["--steps", steps]);
         ok(&out);
         assert_eq!(
             metrics(&run).len(),
@@ -269,12 +247,7 @@ fn image_folders_and_prompt_files_feed_training() {
         ),
     );
     std::fs::write(&cfg, text).unwrap();
-    let out = train(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--output-dir",
-        tmp.path().join("x").to_str().unwrap(),
-    ]);
+    let out = train_in(&cfg, &tmp.path().join("x"), &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("config field `data`"));
 }
 
@@ -283,26 +256,12 @@ fn gradient_checkpointing_trains_like_plain_autodiff() {
     let tmp = tempfile::tempdir().unwrap();
     let plain = config(tmp.path(), "standard", "");
     let run_plain = tmp.path().join("plain");
-    ok(&train(&[
-        "--config",
-        plain.to_str().unwrap(),
-        "--output-dir",
-        run_plain.to_str().unwrap(),
-        "--steps",
-        "3",
-    ]));
+    ok(&train_in(&plain, &run_plain, &["--steps", "3"]));
     let ckpt_dir = tmp.path().join("c");
     std::fs::create_dir_all(&ckpt_dir).unwrap();
     let ckpt = config(&ckpt_dir, "standard", "gradient_checkpointing = true");
     let run_ckpt = tmp.path().join("ckpt");
-    ok(&train(&[
-        "--config",
-        ckpt.to_str().unwrap(),
-        "--output-dir",
-        run_ckpt.to_str().unwrap(),
-        "--steps",
-        "3",
-    ]));
+    ok(&train_in(&ckpt, &run_ckpt, &["--steps", "3"]));
     let (a, b) = (metrics(&run_plain), metrics(&run_ckpt));
     assert_eq!(a.len(), 3);
     for (x, y) in a.iter().zip(&b) {
@@ -315,12 +274,7 @@ fn gradient_checkpointing_trains_like_plain_autodiff() {
         }
     }
     let sft = config(&ckpt_dir, "sharpen-sft", "gradient_checkpointing = true");
-    let out = train(&[
-        "--config",
-        sft.to_str().unwrap(),
-        "--output-dir",
-        tmp.path().join("x").to_str().unwrap(),
-    ]);
+    let out = train_in(&sft, &tmp.path().join("x"), &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("config field `gradient_checkpointing`"));
 }
 
@@ -334,12 +288,7 @@ fn pretraining_trains_the_vae_then_the_unet_with_its_text_encoders() {
     // Stage 1: the VAE alone; the exported pipeline carries the measured scaling factor.
     let cfg = config(tmp.path(), "autoencoder", "kl_weight = 1e-4");
     let vae_run = tmp.path().join("vae");
-    ok(&train(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--output-dir",
-        vae_run.to_str().unwrap(),
-    ]));
+    ok(&train_in(&cfg, &vae_run, &[]));
     assert_eq!(metrics(&vae_run).len(), 4);
     let source = workspace().join("tests/fixtures/pipeline/tiny-sdxl");
     let vae_file = "vae/diffusion_pytorch_model.safetensors";
@@ -456,13 +405,7 @@ fn dry_run_checks_and_plans_without_writing() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "sharpen-sft", "");
     let run = tmp.path().join("run");
-    let out = train(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--output-dir",
-        run.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let out = train_in(&cfg, &run, &["--dry-run"]);
     ok(&out);
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(

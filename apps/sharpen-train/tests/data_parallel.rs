@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{config, max_rel_diff, metrics, ok, train, train_within, unet_weights};
+use common::{config, max_rel_diff, metrics, ok, train, train_in, train_within, unet_weights};
 
 const STEPS: usize = 20;
 
@@ -115,14 +115,7 @@ fn an_unavailable_device_is_refused_before_training() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "standard", "");
     let out_dir = tmp.path().join("r");
-    let out = train(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--output-dir",
-        out_dir.to_str().unwrap(),
-        "--devices",
-        "cpu,cuda:7",
-    ]);
+    let out = train_in(&cfg, &out_dir, &["--devices", "cpu,cuda:7"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

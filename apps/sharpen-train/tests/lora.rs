@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{config, metrics, ok, train, uninterrupted_and_resumed, workspace};
+use common::{config, metrics, ok, train_in, uninterrupted_and_resumed, workspace};
 use sharpen_app::CpuBackend as B;
 use sharpen_weights::lora::load_unet_lora;
 use sharpen_weights::unet::{load_unet, unet_checkpoint_key};
@@ -106,14 +106,7 @@ fn every_unet_method_trains_adapters() {
     for method in ["standard", "sharpen-rlhf", "ddpo", "diffusion-dpo"] {
         let cfg = config(tmp.path(), method, LORA);
         let run = tmp.path().join(method);
-        ok(&train(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--output-dir",
-            run.to_str().unwrap(),
-            "--steps",
-            "2",
-        ]));
+        ok(&train_in(&cfg, &run, &["--steps", "2"]));
         let lines = metrics(&run);
         assert_eq!(lines.len(), 2, "{method}");
         for l in &lines {
@@ -161,12 +154,7 @@ fn bad_lora_configs_name_the_field() {
     ] {
         let cfg = config(tmp.path(), method, lora);
         let run = tmp.path().join(format!("bad-{method}"));
-        let out = train(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--output-dir",
-            run.to_str().unwrap(),
-        ]);
+        let out = train_in(&cfg, &run, &[]);
         assert!(!out.status.success(), "{method} {lora}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{method} {lora}: {err}");

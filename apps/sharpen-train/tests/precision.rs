@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, metrics, ok, train};
+use common::{config, metrics, ok, train_in};
 use sharpen_weights::{SafetensorsDtype, SafetensorsFile};
 
 fn run(
@@ -24,14 +24,7 @@ fn run(
     );
     std::fs::write(&cfg, text).unwrap();
     let out = dir.join(&name);
-    ok(&train(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--output-dir",
-        out.to_str().unwrap(),
-        "--steps",
-        "2",
-    ]));
+    ok(&train_in(&cfg, &out, &["--steps", "2"]));
     metrics(&out)
 }
 
@@ -87,12 +80,7 @@ fn reduced_precision_refuses_gradient_checkpointing() {
         "standard",
         "precision = \"bf16\"\ngradient_checkpointing = true\n",
     );
-    let out = train(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--output-dir",
-        tmp.path().join("r").to_str().unwrap(),
-    ]);
+    let out = train_in(&cfg, &tmp.path().join("r"), &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("precision"));
 }

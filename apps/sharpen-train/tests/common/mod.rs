@@ -158,3 +158,15 @@ pub fn max_rel_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
         })
         .fold(0.0, f64::max)
 }
+
+/// `sharpen-train --config CFG --output-dir OUT EXTRA...`.
+pub fn train_in(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    train(&args)
+}
