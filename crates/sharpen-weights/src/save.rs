@@ -49,11 +49,43 @@ pub fn save_tensors_with_metadata(
         std::fs::create_dir_all(parent).map_err(|e| WeightsError::io(parent, e))?;
     }
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| WeightsError::Io {
+    let failed = |e: safetensors::SafeTensorError| WeightsError::Io {
         path: tmp.clone(),
         source: std::io::Error::other(e.to_string()),
-    })?;
+    };
+    if metadata.as_ref().is_some_and(|m| m.len() > 1) {
+        // Small files with several metadata entries (adapters): the bytes are made reproducible.
+        let bytes = safetensors::serialize(views, metadata).map_err(failed)?;
+        std::fs::write(&tmp, sorted_metadata(bytes)).map_err(|e| WeightsError::io(&tmp, e))?;
+    } else {
+        safetensors::serialize_to_file(views, metadata, &tmp).map_err(failed)?;
+    }
     std::fs::rename(&tmp, path).map_err(|e| WeightsError::io(path, e))
+}
+
+/// safetensors writes the header's `__metadata__` map in hash order, so equal contents could give
+/// different bytes; this rewrites the header with the map's keys sorted (tensor offsets are
+/// unchanged: the data section is copied as is).
+fn sorted_metadata(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let Ok(mut header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]) else {
+        return bytes;
+    };
+    if let Some(meta) = header
+        .get_mut("__metadata__")
+        .and_then(|m| m.as_object_mut())
+    {
+        let mut entries: Vec<_> = std::mem::take(meta).into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        meta.extend(entries);
+    }
+    let mut text = serde_json::to_vec(&header).expect("a JSON value serialises");
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Every float parameter of `module` as (checkpoint key, f32 data) in PyTorch layout: the inverse
