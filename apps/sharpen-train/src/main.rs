@@ -133,7 +133,9 @@ fn main() -> anyhow::Result<()> {
     type Cpu = burn::backend::Autodiff<sharpen_app::CpuBackend>;
     #[cfg(feature = "cuda")]
     type Cuda = burn::backend::Autodiff<sharpen_app::CudaBackend>;
-    match (device, group.len()) {
+    // A dry run plans one peer's share (the batch is per device).
+    let peers = if options.dry_run { 1 } else { group.len() };
+    match (device, peers) {
         (ResolvedDevice::Cpu, 1) => run::run::<Cpu>(
             &options,
             Default::default(),
