@@ -45,26 +45,6 @@ pub fn data_parallel<B: AutodiffBackend>(
     errors.into_iter().next().map_or(Ok(()), Err)
 }
 
-/// The mean loss and reward statistics (mean, best, worst) of an optimizer step's micro-batches.
-pub fn micro_means(micro: &[(f64, Option<[f64; 3]>)]) -> (f64, Option<[f64; 3]>) {
-    let k = micro.len() as f64;
-    let loss = micro.iter().map(|m| m.0).sum::<f64>() / k;
-    let rewards = micro
-        .iter()
-        .map(|m| m.1)
-        .collect::<Option<Vec<_>>>()
-        .map(|v| {
-            let mut out = [0.0; 3];
-            for s in &v {
-                for (o, x) in out.iter_mut().zip(s) {
-                    *o += x / v.len() as f64;
-                }
-            }
-            out
-        });
-    (loss, rewards)
-}
-
 /// The group's step metrics: loss and reward statistics averaged over the peers (every peer has
 /// the same number of prompts, and best/worst are per-prompt means), and whether any peer was
 /// interrupted (so that all stop at the same step).

@@ -521,7 +521,7 @@ pub fn run<B: AutodiffBackend>(
             continue;
         };
 
-        let (loss_mean, rewards) = crate::parallel::micro_means(&micro);
+        let (loss_mean, rewards) = crate::setup::micro_means(&micro);
         micro.clear();
         let elapsed = elapsed_before + started.elapsed().as_secs_f64();
         trainer.state.elapsed_s = elapsed;

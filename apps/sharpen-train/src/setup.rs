@@ -74,6 +74,26 @@ pub fn reward_stats(rollout: &Rollout, n: usize) -> [f64; 3] {
     [all, best, worst]
 }
 
+/// The mean loss and reward statistics (mean, best, worst) of an optimizer step's micro-batches.
+pub fn micro_means(micro: &[(f64, Option<[f64; 3]>)]) -> (f64, Option<[f64; 3]>) {
+    let k = micro.len() as f64;
+    let loss = micro.iter().map(|m| m.0).sum::<f64>() / k;
+    let rewards = micro
+        .iter()
+        .map(|m| m.1)
+        .collect::<Option<Vec<_>>>()
+        .map(|v| {
+            let mut out = [0.0; 3];
+            for s in &v {
+                for (o, x) in out.iter_mut().zip(s) {
+                    *o += x / v.len() as f64;
+                }
+            }
+            out
+        });
+    (loss, rewards)
+}
+
 /// The trainer, fresh or resumed. `base`: the frozen UNet that LoRA adapters apply to.
 pub fn open_trainer<B: AutodiffBackend>(
     opts: &RunOptions,

@@ -137,12 +137,21 @@ fn max_rel_diff(a: &Unet, b: &Unet) -> f64 {
         .fold(0.0, f64::max)
 }
 
-#[test]
-fn two_peers_with_half_batches_equal_one_process_with_the_whole_batch() {
+/// The seeded initial weights, the whole-batch run from them (weights, grad norms), and two
+/// peers' runs from them, with or without the all-reduce.
+type Runs = (Unet, (Unet, Vec<f64>), Vec<(Unet, Vec<f64>)>);
+
+fn whole_batch_and_two_peers(sync: bool) -> Runs {
     let _group = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     let unet = init();
-    let (alone, norms) = train(Trainer::new(unet.clone(), config(), 11), 0, 1);
-    let peers = two_peers(&unet, true);
+    let alone = train(Trainer::new(unet.clone(), config(), 11), 0, 1);
+    let peers = two_peers(&unet, sync);
+    (unet, alone, peers)
+}
+
+#[test]
+fn two_peers_with_half_batches_equal_one_process_with_the_whole_batch() {
+    let (unet, (alone, norms), peers) = whole_batch_and_two_peers(true);
     for (rank, (model, peer_norms)) in peers.iter().enumerate() {
         let diff = max_rel_diff(&alone, model);
         eprintln!("peer {rank}: largest relative difference to the whole-batch run {diff:e}");
@@ -163,10 +172,7 @@ fn two_peers_with_half_batches_equal_one_process_with_the_whole_batch() {
 
 #[test]
 fn without_the_all_reduce_the_peers_drift_apart() {
-    let _group = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
-    let unet = init();
-    let (alone, _) = train(Trainer::new(unet.clone(), config(), 11), 0, 1);
-    let peers = two_peers(&unet, false);
+    let (_, (alone, _), peers) = whole_batch_and_two_peers(false);
     let to_alone = max_rel_diff(&alone, &peers[0].0);
     let between = max_rel_diff(&peers[0].0, &peers[1].0);
     assert!(
