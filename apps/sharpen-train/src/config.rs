@@ -7,10 +7,12 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sharpen_lora::LoraConfig;
 
-pub use crate::sections::{CacheSection, Precision};
+pub use crate::sections::{CacheSection, MarginForm, Precision, Renoise, RlhfSection, SelectBy};
 use sharpen_loss::RewardMargin;
 use sharpen_rewards::RewardSpec;
-use sharpen_trainer::{DdpoConfig, DpoConfig, OptimConfig, RlhfConfig, TrajectoryConfig};
+use sharpen_trainer::{
+    DdpoConfig, DpoConfig, OptimConfig, RlhfConfig, RlhfSelect, TrajectoryConfig,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -192,54 +194,6 @@ impl Default for DdpoSection {
             clip: 1e-4,
             adv_clip: 5.0,
             train_timesteps: 5,
-        }
-    }
-}
-
-/// The `[rlhf]` section. Its `rollout_cfg` and `generation_steps` also set how the baselines
-/// (ddpo, diffusion-dpo) sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RlhfSection {
-    pub beta: f64,
-    /// "inside" (paper Eq. 11) or "outside" (the reference code).
-    pub reward_margin: MarginForm,
-    pub ref_first_step_only: bool,
-    pub reward_scale: f64,
-    pub rollout_cfg: f64,
-    pub generation_steps: usize,
-    /// What re-noises the online generations: "own" (each generation's starting noise, as
-    /// method.md specifies) or "fresh" (an independent draw, as Diffusion-DPO noises its pairs).
-    pub renoise: Renoise,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Renoise {
-    #[default]
-    Own,
-    Fresh,
-}
-
-/// "inside" | "outside", kept as a small copyable string type for the TOML mirror.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MarginForm {
-    Inside,
-    Outside,
-}
-
-impl Default for RlhfSection {
-    fn default() -> Self {
-        let d = RlhfConfig::default();
-        Self {
-            beta: d.beta,
-            reward_margin: MarginForm::Inside,
-            ref_first_step_only: d.ref_first_step_only,
-            reward_scale: d.reward_scale,
-            rollout_cfg: d.rollout_cfg,
-            generation_steps: 25,
-            renoise: Renoise::Own,
         }
     }
 }
@@ -574,6 +528,10 @@ impl TrainConfig {
             ref_first_step_only: r.ref_first_step_only,
             reward_scale: r.reward_scale,
             rollout_cfg: r.rollout_cfg,
+            select: match r.select {
+                SelectBy::Trajectory => RlhfSelect::Trajectory,
+                SelectBy::Generation => RlhfSelect::Generation,
+            },
         }
     }
 

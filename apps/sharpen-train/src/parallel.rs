@@ -6,6 +6,7 @@ use burn::tensor::backend::AutodiffBackend;
 use sharpen_trainer::train::sync::{abort_group, Peer};
 
 use crate::run::{run, RunOptions};
+use crate::setup::RewardStats;
 
 /// Runs `opts` with one peer per device; returns the first peer's error, if any. A failing peer
 /// resets the group so that the others, waiting in an all-reduce, stop too instead of hanging.
@@ -51,19 +52,45 @@ pub fn data_parallel<B: AutodiffBackend>(
 pub fn group_metrics<B: burn::tensor::backend::Backend>(
     peer: Option<&Peer<B>>,
     loss: f64,
-    rewards: Option<[f64; 3]>,
+    rewards: Option<RewardStats>,
     interrupted: bool,
-) -> anyhow::Result<(f64, Option<[f64; 3]>, bool)> {
+) -> anyhow::Result<(f64, Option<RewardStats>, bool)> {
     let Some(peer) = peer.filter(|p| p.world() > 1) else {
         return Ok((loss, rewards, interrupted));
     };
     let r = rewards.unwrap_or_default();
-    let mine = [loss, r[0], r[1], r[2], f64::from(u8::from(interrupted))].map(|v| v as f32);
+    let mine = [
+        loss,
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        f64::from(u8::from(interrupted)),
+    ]
+    .map(|v| v as f32);
     let all = peer.gather(&mine).context("gathering the step's metrics")?;
     let mean = |i: usize| all.iter().map(|v| f64::from(v[i])).sum::<f64>() / all.len() as f64;
     Ok((
         mean(0),
-        rewards.map(|_| [mean(1), mean(2), mean(3)]),
-        all.iter().any(|v| v[4] > 0.0),
+        rewards.map(|_| [mean(1), mean(2), mean(3), mean(4)]),
+        all.iter().any(|v| v[5] > 0.0),
     ))
+}
+
+/// The step's loss, or NaN when any peer's is not finite: one non-finite loss stops (or skips)
+/// every peer at the same step.
+pub fn agree_finite<B: burn::tensor::backend::Backend>(
+    peer: Option<&Peer<B>>,
+    value: f64,
+) -> anyhow::Result<f64> {
+    let Some(peer) = peer.filter(|p| p.world() > 1) else {
+        return Ok(value);
+    };
+    let all = peer
+        .gather(&[value as f32])
+        .context("agreeing on the loss")?;
+    Ok(match all.iter().all(|v| v[0].is_finite()) {
+        true => value,
+        false => f64::NAN,
+    })
 }

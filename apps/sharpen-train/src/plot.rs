@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use sharpen_app::plot::{panel, Axes, Canvas, Series, BLUE, GREEN, ORANGE, RED};
+use sharpen_app::plot::{panel, Axes, Canvas, Series, BLUE, GREEN, ORANGE, PURPLE, RED};
 
 const W: usize = 720;
 const PANEL_H: usize = 260;
@@ -60,6 +60,12 @@ pub fn write_plot(metrics: &Path, validation: &Path, out: &Path) -> anyhow::Resu
             Series::line("mean", BLUE, series(&rows, "reward_mean")),
             Series::line("best", GREEN, series(&rows, "reward_best")),
             Series::line("worst", RED, series(&rows, "reward_worst")),
+            // sharpen-rlhf: the reward of its online generations (the current model's samples).
+            Series::line(
+                "generations",
+                PURPLE,
+                series(&rows, "generation_reward_mean"),
+            ),
             Series::line("validation", ORANGE, series(&validated, "reward_mean")),
         ],
     );

@@ -200,7 +200,7 @@ pub fn run<B: AutodiffBackend>(
     );
     let started = Instant::now();
     let elapsed_before = trainer.state.elapsed_s;
-    let mut micro: Vec<(f64, Option<[f64; 3]>)> = Vec::new();
+    let mut micro: Vec<(f64, Option<crate::setup::RewardStats>)> = Vec::new();
     let mut saved_at = trainer.state.step;
     let effective_batch = cfg.batch_size * cfg.optim.accumulation * world;
     tracing::info!(method = ?cfg.method, steps = cfg.steps, effective_batch, devices = world, rank, run = %run.root.display(), "training");
@@ -417,10 +417,10 @@ pub fn run<B: AutodiffBackend>(
                         renoise,
                     },
                 )?;
-                (
-                    Computed::Graph(step.loss),
-                    Some(reward_stats(&step.rollout, trajectory.n)),
-                )
+                let mut stats = reward_stats(&step.rollout, trajectory.n);
+                stats[3] = step.generation_scores.iter().sum::<f64>()
+                    / step.generation_scores.len() as f64;
+                (Computed::Graph(step.loss), Some(stats))
             }
             Method::DiffusionDpo => {
                 let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
@@ -484,18 +484,7 @@ pub fn run<B: AutodiffBackend>(
             Computed::Graph(loss) => scalar(loss.clone().inner()),
             Computed::Grads(value, _) => scalar(value.clone()),
         };
-        // Peers agree: one non-finite loss stops (or skips) every peer.
-        let value = match trainer.peer().filter(|p| p.world() > 1) {
-            Some(peer) => match peer
-                .gather(&[value as f32])?
-                .iter()
-                .all(|v| v[0].is_finite())
-            {
-                true => value,
-                false => f64::NAN,
-            },
-            None => value,
-        };
+        let value = crate::parallel::agree_finite(trainer.peer(), value)?;
         if !value.is_finite() {
             match cfg.on_non_finite {
                 OnNonFinite::Stop => bail!(
@@ -540,6 +529,7 @@ pub fn run<B: AutodiffBackend>(
             "reward_mean": rewards.map(|r| r[0]),
             "reward_best": rewards.map(|r| r[1]),
             "reward_worst": rewards.map(|r| r[2]),
+            "generation_reward_mean": rewards.map(|r| r[3]),
             "lr": report.lr,
             "grad_norm": report.grad_norm,
             "elapsed_s": elapsed,

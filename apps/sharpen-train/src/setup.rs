@@ -54,8 +54,13 @@ pub fn time_ids<B: Backend>(rows: usize, resolution: usize, device: &B::Device) 
     Tensor::from_data(TensorData::new(ids, [rows, 6]), device)
 }
 
+/// A micro-batch's or step's rewards: mean of all trajectories (or samples), mean of each
+/// prompt's best and worst, and the mean reward of the online generations (sharpen-rlhf; NaN,
+/// written as null, for the other methods).
+pub type RewardStats = [f64; 4];
+
 /// Rewards of one micro-batch: mean of all trajectories, mean of each prompt's best and worst.
-pub fn reward_stats(rollout: &Rollout, n: usize) -> [f64; 3] {
+pub fn reward_stats(rollout: &Rollout, n: usize) -> RewardStats {
     let groups: Vec<&[f64]> = rollout.scores.chunks(n).collect();
     let mean = |v: &mut dyn Iterator<Item = f64>, k: usize| v.sum::<f64>() / k as f64;
     let all = mean(&mut rollout.scores.iter().copied(), rollout.scores.len());
@@ -71,11 +76,11 @@ pub fn reward_stats(rollout: &Rollout, n: usize) -> [f64; 3] {
             .map(|g| g.iter().copied().fold(f64::MAX, f64::min)),
         groups.len(),
     );
-    [all, best, worst]
+    [all, best, worst, f64::NAN]
 }
 
-/// The mean loss and reward statistics (mean, best, worst) of an optimizer step's micro-batches.
-pub fn micro_means(micro: &[(f64, Option<[f64; 3]>)]) -> (f64, Option<[f64; 3]>) {
+/// The mean loss and reward statistics of an optimizer step's micro-batches.
+pub fn micro_means(micro: &[(f64, Option<RewardStats>)]) -> (f64, Option<RewardStats>) {
     let k = micro.len() as f64;
     let loss = micro.iter().map(|m| m.0).sum::<f64>() / k;
     let rewards = micro
@@ -83,7 +88,7 @@ pub fn micro_means(micro: &[(f64, Option<[f64; 3]>)]) -> (f64, Option<[f64; 3]>)
         .map(|m| m.1)
         .collect::<Option<Vec<_>>>()
         .map(|v| {
-            let mut out = [0.0; 3];
+            let mut out = [0.0; 4];
             for s in &v {
                 for (o, x) in out.iter_mut().zip(s) {
                     *o += x / v.len() as f64;

@@ -45,6 +45,14 @@ fn every_method_runs_and_writes_metrics_and_checkpoints() {
                 assert!(l["reward_best"].as_f64() >= l["reward_mean"].as_f64());
                 assert!(l["reward_worst"].as_f64() <= l["reward_mean"].as_f64());
             }
+            // The online generations' reward: sharpen-rlhf's own curve (a JPEG reward is < 0).
+            let generations = l["generation_reward_mean"].as_f64();
+            assert_eq!(
+                generations.is_some_and(|g| g < 0.0),
+                method == "sharpen-rlhf",
+                "{method}: {l}"
+            );
+            assert!(l.get("generation_reward_mean").is_some(), "{l}");
         }
         let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
         assert_eq!(latest, "step-000004");
@@ -82,14 +90,30 @@ fn every_method_runs_and_writes_metrics_and_checkpoints() {
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
-    for method in ["sharpen-rlhf", "ddpo"] {
-        resumed_equals_uninterrupted(method);
+    for (method, rlhf) in [
+        ("sharpen-rlhf", ""),
+        ("ddpo", ""),
+        // Ranking by the generations and fresh re-noising draw and score differently.
+        (
+            "sharpen-rlhf",
+            "select = \"generation\"\nrenoise = \"fresh\"",
+        ),
+    ] {
+        resumed_equals_uninterrupted(method, rlhf);
     }
 }
 
-fn resumed_equals_uninterrupted(method: &str) {
+/// Adds `lines` to the `[rlhf]` section of the config at `cfg`.
+fn with_rlhf(cfg: &Path, lines: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let text = text.replacen("[rlhf]\n", &format!("[rlhf]\n{lines}\n"), 1);
+    std::fs::write(cfg, text).unwrap();
+}
+
+fn resumed_equals_uninterrupted(method: &str, rlhf: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), method, "caption_dropout = 0.3");
+    with_rlhf(&cfg, rlhf);
     let cfg = cfg.to_str().unwrap();
     let (a, b) = uninterrupted_and_resumed(tmp.path(), cfg, |b| {
         let again = train(&["--config", cfg, "--output-dir", b.to_str().unwrap()]);
@@ -154,6 +178,11 @@ fn bad_configs_name_the_field() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{method} {extra}: {err}");
     }
+    let cfg = config(tmp.path(), "sharpen-rlhf", "");
+    with_rlhf(&cfg, "select = \"best\"");
+    let out = train_in(&cfg, &tmp.path().join("x"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("select"), "{err}");
     let out = train(&["--config", "no/such.toml"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such.toml"));
 }

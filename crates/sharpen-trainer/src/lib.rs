@@ -16,7 +16,7 @@ pub mod trajectory;
 pub use ddpo::{ddpo_step, DdpoConfig, DdpoDraw};
 pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw};
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};
-pub use rlhf::{generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfStep};
+pub use rlhf::{generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfSelect, RlhfStep};
 pub use standard::{standard_input, standard_loss};
 pub use train::{OptimConfig, StepReport, Trainer};
 pub use trajectory::{

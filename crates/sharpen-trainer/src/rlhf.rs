@@ -3,13 +3,13 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use sharpen_loss::{rlhf_loss, step_loss, RewardMargin, RlhfBatch};
+use sharpen_loss::{rlhf_loss, select as select_best_worst, step_loss, RewardMargin, RlhfBatch};
 use sharpen_schedulers::{Sampler, SamplerState};
 
 use crate::model::{select as select_rows, EpsModel, LatentDecoder, TextCond};
 use crate::trajectory::{
-    lift_cond, noise_and_roll_out, path_losses, Rollout, StepModels, TrajectoryConfig,
-    TrajectoryError,
+    lift_cond, noise_and_roll_out, path_losses, score_latents, Rollout, StepModels,
+    TrajectoryConfig, TrajectoryError,
 };
 
 /// The RLHF knobs of method.md section 5, with its defaults.
@@ -26,6 +26,21 @@ pub struct RlhfConfig {
     pub reward_scale: f64,
     /// Guidance scale of the online generation (1 = off, as in the reference).
     pub rollout_cfg: f64,
+    /// What ranks a prompt's n trajectories into winner and loser.
+    pub select: RlhfSelect,
+}
+
+/// What ranks the RLHF trajectories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RlhfSelect {
+    /// The trajectory score: the mean reward of its decoded clean-latent estimates (method.md
+    /// section 3).
+    #[default]
+    Trajectory,
+    /// The reward of each trajectory's online generation x0^i itself (not the paper's method:
+    /// the noised states' estimates carry the model's own prediction errors, which the
+    /// trajectory score rewards as much as the generation).
+    Generation,
 }
 
 impl Default for RlhfConfig {
@@ -36,6 +51,7 @@ impl Default for RlhfConfig {
             ref_first_step_only: false,
             reward_scale: 1.0,
             rollout_cfg: 1.0,
+            select: RlhfSelect::Trajectory,
         }
     }
 }
@@ -105,6 +121,9 @@ pub struct RlhfStep<B: AutodiffBackend> {
     pub rollout: Rollout,
     /// The online generations x0^i: [prompts x n, c, h, w].
     pub generated: Tensor<B::InnerBackend, 4>,
+    /// The reward of each online generation x0^i: [prompts x n]. With
+    /// [`RlhfSelect::Generation`] these are also `rollout.scores`.
+    pub generation_scores: Vec<f64>,
 }
 
 /// What an RLHF step draws: the n noises per prompt (generation and re-noising) and the shared
@@ -154,6 +173,16 @@ where
         rows_uncond.as_ref(),
         rlhf.rollout_cfg,
     );
+    let row_prompts: Vec<&str> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(*p, n))
+        .collect();
+    let generation_scores = score_latents(
+        models.decoder,
+        models.reward,
+        generated.clone(),
+        &row_prompts,
+    )?;
     let eps = renoise.unwrap_or(eps);
     let noised = noise_and_roll_out(
         models,
@@ -164,8 +193,12 @@ where
         prompts,
         t,
     )?;
-    let (x_t, timesteps, rollout, states) =
+    let (x_t, timesteps, mut rollout, states) =
         (noised.x_t, noised.timesteps, noised.rollout, noised.states);
+    if rlhf.select == RlhfSelect::Generation {
+        rollout.scores = generation_scores.clone();
+        rollout.selections = generation_scores.chunks(n).map(select_best_worst).collect();
+    }
     let m_eff = timesteps.len();
 
     // Winners then losers, one row each per prompt.
@@ -221,5 +254,6 @@ where
         loss,
         rollout,
         generated,
+        generation_scores,
     })
 }

@@ -7,7 +7,8 @@ use common::*;
 use sharpen_loss::RewardMargin;
 use sharpen_rewards::Reward;
 use sharpen_trainer::{
-    generate, rlhf_step, trajectory_timesteps, RlhfConfig, RlhfDraw, StepModels, TrajectoryConfig,
+    generate, rlhf_step, trajectory_timesteps, RlhfConfig, RlhfDraw, RlhfSelect, StepModels,
+    TrajectoryConfig,
 };
 
 const PROMPTS: [&str; 2] = ["a", "b"];
@@ -28,8 +29,11 @@ fn step(
     rlhf: &RlhfConfig,
     reward: &dyn Reward<B>,
 ) -> (f64, f64, Vec<f32>, sharpen_trainer::Rollout) {
-    step_renoised(w, rlhf, reward, None)
+    let (loss, grad, generated, rollout, _) = step_renoised(w, rlhf, reward, None);
+    (loss, grad, generated, rollout)
 }
+
+type Out = (f64, f64, Vec<f32>, sharpen_trainer::Rollout, Vec<f64>);
 
 /// `step` with the re-noising noise given (None: each generation's own noise).
 fn step_renoised(
@@ -37,7 +41,7 @@ fn step_renoised(
     rlhf: &RlhfConfig,
     reward: &dyn Reward<B>,
     renoise: Option<Vec<f32>>,
-) -> (f64, f64, Vec<f32>, sharpen_trainer::Rollout) {
+) -> Out {
     let rows = PROMPTS.len() * N;
     let train = Toy::<AD>::new(w);
     let inner = Toy::<B>::new(w);
@@ -74,7 +78,7 @@ fn step_renoised(
         .map(|g| g.into_scalar() as f64)
         .unwrap_or(0.0);
     let generated: Vec<f32> = out.generated.into_data().to_vec().unwrap();
-    (loss, grad, generated, out.rollout)
+    (loss, grad, generated, out.rollout, out.generation_scores)
 }
 
 #[test]
@@ -227,7 +231,7 @@ fn ties_cost_log_two_and_give_no_gradient() {
 fn fresh_renoising_noise_replaces_the_generation_noise() {
     let rlhf = RlhfConfig::default();
     let reward = Brightness;
-    let own = step(0.3, &rlhf, &reward);
+    let own = step_renoised(0.3, &rlhf, &reward, None);
     let same = step_renoised(0.3, &rlhf, &reward, Some(eps()));
     assert_eq!(
         (own.0, own.1),
@@ -242,4 +246,63 @@ fn fresh_renoising_noise_replaces_the_generation_noise() {
     );
     assert_ne!(own.0, fresh.0, "other noise, other trajectories and loss");
     assert_ne!(own.3.scores, fresh.3.scores);
+}
+
+/// The reward of each decoded generation, worked out by hand: the toy decoder is the sigmoid of
+/// the first three channels and the reward their mean.
+fn generation_rewards_by_hand(generated: &[f32]) -> Vec<f64> {
+    generated
+        .chunks(PER_ROW)
+        .map(|row| {
+            let rgb = &row[..3 * PER_ROW / 4];
+            rgb.iter()
+                .map(|&v| 1.0 / (1.0 + (-(v as f64)).exp()))
+                .sum::<f64>()
+                / rgb.len() as f64
+        })
+        .collect()
+}
+
+#[test]
+fn selection_by_generation_ranks_the_generations_themselves() {
+    let by_trajectory = RlhfConfig {
+        beta: 30.0,
+        ..Default::default()
+    };
+    let by_generation = RlhfConfig {
+        select: RlhfSelect::Generation,
+        ..by_trajectory
+    };
+    let (_, _, generated, trajectory_rollout, gen_t) =
+        step_renoised(0.7, &by_trajectory, &Brightness, None);
+    let (loss, _, generated_g, rollout, gen_g) =
+        step_renoised(0.7, &by_generation, &Brightness, None);
+    assert_eq!(generated, generated_g, "same online generations");
+    let expected = generation_rewards_by_hand(&generated);
+    for scores in [&gen_t, &gen_g, &rollout.scores] {
+        for (a, b) in scores.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{scores:?} vs {expected:?}");
+        }
+    }
+    assert_ne!(
+        trajectory_rollout.scores, rollout.scores,
+        "the trajectory scores are the estimates' rewards, not the generations'"
+    );
+    assert_eq!(rollout.step_rewards, trajectory_rollout.step_rewards);
+    for (p, sel) in rollout.selections.iter().enumerate() {
+        let group = &expected[p * N..(p + 1) * N];
+        let argmax = (0..N)
+            .max_by(|&a, &b| group[a].total_cmp(&group[b]))
+            .unwrap();
+        let argmin = (0..N)
+            .min_by(|&a, &b| group[a].total_cmp(&group[b]))
+            .unwrap();
+        assert_eq!((sel.winner, sel.loser), (argmax, argmin), "prompt {p}");
+    }
+    // The loss is the same formula over the pair the generations chose, with their reward gap.
+    let by_hand = loss_by_hand(0.7, 0.7, &by_generation, &generated, &rollout);
+    assert!(
+        (loss - by_hand).abs() < 1e-4 * by_hand.abs().max(1.0),
+        "{loss} vs {by_hand}"
+    );
 }
