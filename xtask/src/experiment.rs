@@ -78,6 +78,16 @@ fn method_lines(row: &str) -> (&'static str, usize, String) {
             N * M,
             format!("{}{online}reward_margin = \"outside\"\n", trajectory(N, M)),
         ),
+        // The same, ranking by the online generations' rewards with fresh re-noising noise (not
+        // the method's defaults; see configs/shapes/jpeg-rlhf.toml).
+        "sharpen-rlhf-gen" => (
+            "sharpen-rlhf",
+            N * M,
+            format!(
+                "{}{online}reward_margin = \"outside\"\nselect = \"generation\"\nrenoise = \"fresh\"\n",
+                trajectory(N, M)
+            ),
+        ),
         "ddpo" => ("ddpo", N, format!("{}{online}", trajectory(N, 1))),
         "diffusion-dpo" => ("diffusion-dpo", N, format!("{}{online}", trajectory(N, 1))),
         other => {
@@ -120,6 +130,7 @@ pub fn plan(o: &Options) -> anyhow::Result<Vec<Planned>> {
         "diffusion-dpo",
         "sharpen-sft",
         "sharpen-rlhf",
+        "sharpen-rlhf-gen",
     ]
     .map(String::from)
     .to_vec();
@@ -331,13 +342,14 @@ mod tests {
     fn main_rows_share_the_reward_query_budget() {
         let o = options(&[]);
         let runs = plan(&o).unwrap();
-        assert_eq!(runs.len(), 13 * 3, "5 methods + 8 ablations, 3 seeds each");
+        assert_eq!(runs.len(), 14 * 3, "6 methods + 8 ablations, 3 seeds each");
         let budget = |row: &str| {
             let r = runs.iter().find(|r| r.method == row).unwrap();
             (r.steps, r.steps * r.queries_per_step)
         };
         assert_eq!(budget("sharpen-sft"), (60, 2160));
         assert_eq!(budget("sharpen-rlhf"), (60, 2160));
+        assert_eq!(budget("sharpen-rlhf-gen"), (60, 2160));
         assert_eq!(budget("ddpo"), (180, 2160));
         assert_eq!(budget("diffusion-dpo"), (180, 2160));
         assert_eq!(budget("standard"), (60, 0), "as many steps as sharpen-SFT");
@@ -357,6 +369,17 @@ mod tests {
         .unwrap();
         assert_eq!(m8["trajectory"]["m"].as_integer(), Some(8));
         assert_eq!(m8["method"].as_str(), Some("sharpen-sft"));
+        let gen: toml::Value = toml::from_str(
+            &runs
+                .iter()
+                .find(|r| r.method == "sharpen-rlhf-gen")
+                .unwrap()
+                .config,
+        )
+        .unwrap();
+        assert_eq!(gen["method"].as_str(), Some("sharpen-rlhf"));
+        assert_eq!(gen["rlhf"]["select"].as_str(), Some("generation"));
+        assert_eq!(gen["rlhf"]["renoise"].as_str(), Some("fresh"));
         let mut dirs: Vec<_> = runs.iter().map(|r| &r.dir).collect();
         dirs.sort();
         dirs.dedup();
@@ -382,7 +405,8 @@ mod tests {
                 "ddpo",
                 "diffusion-dpo",
                 "sharpen-sft",
-                "sharpen-rlhf"
+                "sharpen-rlhf",
+                "sharpen-rlhf-gen"
             ]
         );
         assert_eq!(methods[4]["models"].as_array().unwrap().len(), 2);
