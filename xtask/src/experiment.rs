@@ -359,24 +359,14 @@ mod tests {
             assert_eq!(cfg["steps"].as_integer(), Some(r.steps as i64));
             assert_eq!(cfg["seed"].as_integer(), Some(r.seed as i64));
         }
-        let m8: toml::Value = toml::from_str(
-            &runs
-                .iter()
-                .find(|r| r.method == "sharpen-sft m=8")
-                .unwrap()
-                .config,
-        )
-        .unwrap();
+        let config_of = |row: &str| -> toml::Value {
+            let run = runs.iter().find(|r| r.method == row).unwrap();
+            toml::from_str(&run.config).unwrap()
+        };
+        let m8 = config_of("sharpen-sft m=8");
         assert_eq!(m8["trajectory"]["m"].as_integer(), Some(8));
         assert_eq!(m8["method"].as_str(), Some("sharpen-sft"));
-        let gen: toml::Value = toml::from_str(
-            &runs
-                .iter()
-                .find(|r| r.method == "sharpen-rlhf-gen")
-                .unwrap()
-                .config,
-        )
-        .unwrap();
+        let gen = config_of("sharpen-rlhf-gen");
         assert_eq!(gen["method"].as_str(), Some("sharpen-rlhf"));
         assert_eq!(gen["rlhf"]["select"].as_str(), Some("generation"));
         assert_eq!(gen["rlhf"]["renoise"].as_str(), Some("fresh"));
