@@ -73,10 +73,23 @@ fn check(unet: &UNet2DConditionModel<AD>, input: UNetInput<B>, what: &str) {
             time_ids: Tensor::from_inner(a.time_ids.clone()),
         }),
     };
-    let plain_loss = loss(unet.forward(lift(&input)));
-    let grads = plain_loss.backward();
+    let mut lifted = lift(&input);
+    lifted.sample = lifted.sample.require_grad();
+    let sample = lifted.sample.clone();
+    let plain_loss = loss(unet.forward(lifted));
+    let mut grads = plain_loss.backward();
+    let plain_sample = sample.grad_remove(&mut grads).expect("the loss reaches the sample");
     let plain = GradientsParams::from_grads(grads, unet);
     let plain_value = plain_loss.inner().into_scalar();
+
+    // d loss / d sample through the tape (what a chain of sampler steps backpropagates).
+    let (out, tape) = unet.forward_checkpointed(input.clone());
+    let out = Tensor::<AD, 4>::from_inner(out).require_grad();
+    let grad_out = out.grad(&loss(out.clone()).backward()).unwrap();
+    let sample_grad = tape.backward_with_input(unet, grad_out, &mut GradientsParams::new());
+    let scale = plain_sample.clone().abs().max().into_scalar();
+    let diff = (plain_sample - sample_grad).abs().max().into_scalar() / scale;
+    assert!(scale > 0.0 && diff <= 1e-4, "{what}: d loss / d sample differs by {diff}");
 
     let (value, checkpointed) = unet.checkpointed_grads(input, loss);
     let value = value.into_scalar();
@@ -101,7 +114,7 @@ fn check(unet: &UNet2DConditionModel<AD>, input: UNetInput<B>, what: &str) {
         cmp.worst.0
     );
     println!(
-        "{what}: {} parameter gradients, worst relative difference {:.2e} ({})",
+        "{what}: {} parameter gradients, worst relative difference {:.2e} ({}); sample {diff:.2e}",
         cmp.checked, cmp.worst.0, cmp.worst.1
     );
 }

@@ -371,7 +371,21 @@ impl<B: AutodiffBackend> UNetTape<B> {
         grad_output: Tensor<B::InnerBackend, 4>,
         total: &mut GradientsParams,
     ) {
-        let constants = lift::<B>(&self.constants);
+        self.backward_with_input(unet, grad_output, total);
+    }
+
+    /// [`Self::backward_into`], also returning d loss / d sample (the UNet's input latents), for
+    /// losses that reach the sample through earlier computations (a chain of sampler steps).
+    pub fn backward_with_input(
+        self,
+        unet: &UNet2DConditionModel<B>,
+        grad_output: Tensor<B::InnerBackend, 4>,
+        total: &mut GradientsParams,
+    ) -> Tensor<B::InnerBackend, 4> {
+        let mut constants = lift::<B>(&self.constants);
+        // Only conv_in reads the sample: its gradient comes out of that block's backward.
+        constants.sample = constants.sample.require_grad();
+        let mut grad_sample = None;
         // d loss / d (current value of each slot), walking back through the writes.
         let mut hidden = Some(Value::Map(grad_output));
         let mut emb: Option<Value<B::InnerBackend>> = None;
@@ -418,7 +432,12 @@ impl<B: AutodiffBackend> UNetTape<B> {
                     None => grad,
                 });
             }
+            if matches!(unit, Unit::ConvIn) {
+                grad_sample = constants.sample.grad_remove(&mut grads);
+            }
             collect_unit_grads(unet, unit, &mut grads, total);
         }
+        let sample = &self.constants.sample;
+        grad_sample.unwrap_or_else(|| Tensor::zeros(sample.shape(), &sample.device()))
     }
 }
