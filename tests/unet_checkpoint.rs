@@ -181,3 +181,95 @@ fn checkpointed_forward_equals_forward() {
     let (out, _tape) = unet.forward_checkpointed(input);
     sharpen_tests::assert_close("checkpointed forward", &out, &r.data("odd.out"), 1e-4);
 }
+
+/// Every parameter's gradient from both ways: the worst difference relative to the largest
+/// gradient of its tensor.
+fn worst_difference(
+    unet: &UNet2DConditionModel<AD>,
+    plain: &GradientsParams,
+    checkpointed: &GradientsParams,
+) -> (f32, String) {
+    let mut cmp = Compare {
+        plain,
+        checkpointed,
+        checked: 0,
+        worst: (0.0, String::new()),
+        path: Vec::new(),
+    };
+    unet.visit(&mut cmp);
+    assert_eq!(cmp.checked, plain.len(), "every parameter compared");
+    cmp.worst
+}
+
+#[test]
+fn checkpointed_trajectory_gradients_equal_autodiff() {
+    use sharpen_schedulers::{Sampler, SamplerKind, SchedulerConfig};
+    use sharpen_trainer::trajectory::{lift_cond, path_losses, trajectory_timesteps};
+    use sharpen_trainer::{checkpointed_path_grads, TextCond};
+
+    let unet = load_unet::<AD>(
+        &fixture("unet/tiny"),
+        &LoadOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let r = Reference::open("unet/outputs.safetensors");
+    let x_t: Tensor<B, 4> = tensor(&r, "nonsquare.sample");
+    let eps = x_t.clone().flip([2]).mul_scalar(0.8).add_scalar(0.1);
+    let cond = TextCond::<B> {
+        context: tensor(&r, "nonsquare.encoder_hidden_states"),
+        added: Some(AddedCond {
+            text_embeds: tensor(&r, "nonsquare.text_embeds"),
+            time_ids: tensor(&r, "nonsquare.time_ids"),
+        }),
+    };
+    let sampler = Sampler::new(
+        SamplerKind::Ddim { eta: 0.0 },
+        &SchedulerConfig::sdxl_base_1_0(),
+        25,
+    );
+    let timesteps = trajectory_timesteps(500, 3, 40);
+    // A loss that weighs the rows differently and with both signs (as RLHF's preference does).
+    let combine = |l: Tensor<AD, 1>| {
+        let w = Tensor::<AD, 1>::from_floats([0.7, -0.3], &l.device());
+        (l * w).sum()
+    };
+    let mut by_detach = Vec::new();
+    for detach in [false, true] {
+        let plain_loss = combine(path_losses(
+            &unet,
+            &sampler,
+            Tensor::from_inner(x_t.clone()),
+            Tensor::from_inner(eps.clone()),
+            &lift_cond::<AD>(&cond),
+            &timesteps,
+            40,
+            detach,
+        ));
+        let plain = GradientsParams::from_grads(plain_loss.backward(), &unet);
+        let (value, checkpointed) = checkpointed_path_grads(
+            &unet,
+            &sampler,
+            x_t.clone(),
+            eps.clone(),
+            &cond,
+            &timesteps,
+            40,
+            detach,
+            combine,
+        );
+        let (value, plain_value) = (value.into_scalar(), plain_loss.inner().into_scalar());
+        assert!(
+            (value - plain_value).abs() <= 1e-5 * plain_value.abs().max(1.0),
+            "detach {detach}: loss {value} vs {plain_value}"
+        );
+        assert_eq!(checkpointed.len(), plain.len(), "detach {detach}");
+        let worst = worst_difference(&unet, &plain, &checkpointed);
+        assert!(worst.0 <= 1e-4, "detach {detach}: {worst:?}");
+        println!("trajectory, detach {detach}: worst relative difference {worst:?}");
+        by_detach.push(checkpointed);
+    }
+    // The chain through the DDIM steps matters: detaching changes the gradients.
+    let (chain, detached) = (&by_detach[0], &by_detach[1]);
+    assert!(worst_difference(&unet, chain, detached).0 > 1e-3);
+}

@@ -5,6 +5,7 @@
 //! (Diffusion-DPO, DDPO). The random draws (timestep, noises) come from the caller, so a step is
 //! a pure function of its inputs.
 
+pub mod checkpointed;
 pub mod ddpo;
 pub mod dpo;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod standard;
 pub mod train;
 pub mod trajectory;
 
+pub use checkpointed::checkpointed_path_grads;
 pub use ddpo::{ddpo_step, DdpoConfig, DdpoDraw};
 pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw};
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};

@@ -90,7 +90,7 @@ impl Rollout {
     }
 }
 
-fn ddim_next<B: Backend>(
+pub(crate) fn ddim_next<B: Backend>(
     sampler: &Sampler,
     t: usize,
     stride: usize,

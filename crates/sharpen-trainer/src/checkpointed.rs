@@ -1,0 +1,105 @@
+//! Trajectory losses with block-level gradient checkpointing (`sdxl_unet::UNetTape`): the
+//! gradients of [`path_losses`](crate::trajectory::path_losses) combined by any loss, without
+//! keeping the activations of the m UNet calls.
+//!
+//! Forward: the m UNet calls run without a graph, each keeping only its blocks' inputs, and the
+//! DDIM steps between them on plain tensors. Backward: the combined loss is differentiated with
+//! respect to each call's output; then the calls are walked in reverse, each block recomputed from
+//! its saved inputs, and d loss / d state carried back through every DDIM step into the previous
+//! call's output and input (unless `detach_between_steps`, when each call stands alone).
+
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use sdxl_unet::{UNet2DConditionModel, UNetInput};
+use sharpen_loss::{path_loss, step_loss};
+use sharpen_schedulers::Sampler;
+
+use crate::model::TextCond;
+use crate::trajectory::ddim_next;
+
+/// The value of `loss(path_losses(...))` and its parameter gradients, with block recomputation.
+/// `loss` receives each row's path loss L = mean_k mean_{C,H,W} (eps_hat_k - eps)^2, [rows],
+/// as [`path_losses`](crate::trajectory::path_losses) computes it, and returns a scalar. The same
+/// numbers as `loss(path_losses(...)).backward()` up to float rounding.
+#[allow(clippy::too_many_arguments)]
+pub fn checkpointed_path_grads<B: AutodiffBackend>(
+    unet: &UNet2DConditionModel<B>,
+    sampler: &Sampler,
+    x_t: Tensor<B::InnerBackend, 4>,
+    eps: Tensor<B::InnerBackend, 4>,
+    cond: &TextCond<B::InnerBackend>,
+    timesteps: &[usize],
+    stride: usize,
+    detach_between_steps: bool,
+    loss: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>,
+) -> (Tensor<B::InnerBackend, 1>, GradientsParams) {
+    let rows = x_t.dims()[0];
+    let device = x_t.device();
+    let dtype = x_t.dtype();
+    let mut states = Vec::with_capacity(timesteps.len());
+    let mut outputs = Vec::with_capacity(timesteps.len());
+    let mut tapes = Vec::with_capacity(timesteps.len());
+    let mut x = x_t;
+    for (k, &t) in timesteps.iter().enumerate() {
+        let (out, tape) = unet.forward_checkpointed(UNetInput {
+            sample: x.clone(),
+            timestep: Tensor::full([rows], t as f32, &device),
+            encoder_hidden_states: cond.context.clone(),
+            added_cond: cond.added.clone(),
+        });
+        let out = out.cast(dtype);
+        states.push(x.clone());
+        if k + 1 < timesteps.len() {
+            x = ddim_next(sampler, t, stride, out.clone(), x).0;
+        }
+        outputs.push(out);
+        tapes.push(tape);
+    }
+
+    // d loss / d (each call's output), from the loss alone.
+    let leaves: Vec<Tensor<B, 4>> = outputs
+        .iter()
+        .map(|o| Tensor::from_inner(o.clone()).require_grad())
+        .collect();
+    let target = Tensor::<B, 4>::from_inner(eps);
+    let value = loss(path_loss(
+        leaves
+            .iter()
+            .map(|e| step_loss(e.clone(), target.clone()))
+            .collect(),
+    ));
+    let grads = value.backward();
+    let mut direct: Vec<Option<Tensor<B::InnerBackend, 4>>> =
+        leaves.iter().map(|e| e.grad(&grads)).collect();
+
+    let mut total = GradientsParams::new();
+    // d loss / d x_{t_{k+1}}, carried back from the later calls.
+    let mut grad_next: Option<Tensor<B::InnerBackend, 4>> = None;
+    for k in (0..timesteps.len()).rev() {
+        let mut grad_out = direct[k]
+            .take()
+            .unwrap_or_else(|| outputs[k].zeros_like());
+        let mut grad_state = None;
+        if let Some(g) = grad_next.take() {
+            // Through x_{k+1} = ddim(x_k, eps_hat_k): its vector-Jacobian product by autodiff.
+            let x_k = Tensor::<B, 4>::from_inner(states[k].clone()).require_grad();
+            let e_k = Tensor::<B, 4>::from_inner(outputs[k].clone()).require_grad();
+            let (next, _) = ddim_next(sampler, timesteps[k], stride, e_k.clone(), x_k.clone());
+            let grads = (next * Tensor::from_inner(g)).sum().backward();
+            if let Some(ge) = e_k.grad(&grads) {
+                grad_out = grad_out + ge;
+            }
+            grad_state = x_k.grad(&grads);
+        }
+        let tape = tapes.pop().expect("one tape per call");
+        let grad_input = tape.backward_with_input(unet, grad_out, &mut total);
+        if k > 0 && !detach_between_steps {
+            grad_next = Some(match grad_state {
+                Some(g) => g + grad_input,
+                None => grad_input,
+            });
+        }
+    }
+    (value.inner(), total)
+}
