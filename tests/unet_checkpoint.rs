@@ -78,7 +78,9 @@ fn check(unet: &UNet2DConditionModel<AD>, input: UNetInput<B>, what: &str) {
     let sample = lifted.sample.clone();
     let plain_loss = loss(unet.forward(lifted));
     let mut grads = plain_loss.backward();
-    let plain_sample = sample.grad_remove(&mut grads).expect("the loss reaches the sample");
+    let plain_sample = sample
+        .grad_remove(&mut grads)
+        .expect("the loss reaches the sample");
     let plain = GradientsParams::from_grads(grads, unet);
     let plain_value = plain_loss.inner().into_scalar();
 
@@ -89,7 +91,10 @@ fn check(unet: &UNet2DConditionModel<AD>, input: UNetInput<B>, what: &str) {
     let sample_grad = tape.backward_with_input(unet, grad_out, &mut GradientsParams::new());
     let scale = plain_sample.clone().abs().max().into_scalar();
     let diff = (plain_sample - sample_grad).abs().max().into_scalar() / scale;
-    assert!(scale > 0.0 && diff <= 1e-4, "{what}: d loss / d sample differs by {diff}");
+    assert!(
+        scale > 0.0 && diff <= 1e-4,
+        "{what}: d loss / d sample differs by {diff}"
+    );
 
     let (value, checkpointed) = unet.checkpointed_grads(input, loss);
     let value = value.into_scalar();

@@ -427,11 +427,13 @@ impl TrainConfig {
             ));
         }
         self.optim.validate().map_err(|m| field("optim", m))?;
-        if self.gradient_checkpointing && self.method != Method::Standard {
+        if self.gradient_checkpointing
+            && !matches!(self.method, Method::Standard | Method::SharpenSft)
+        {
             return Err(field(
                 "gradient_checkpointing",
                 format!(
-                    "supported by method standard only so far, not {:?}",
+                    "supported by methods standard and sharpen-sft so far, not {:?}",
                     self.method
                 ),
             ));

@@ -19,8 +19,8 @@ use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
 use sharpen_trainer::train::sync::Peer;
 use sharpen_trainer::{
-    ddpo_step, dpo_step, lift_cond, rlhf_step, sft_step, standard_input, standard_loss, DdpoDraw,
-    DpoDraw, RlhfDraw, StepModels, Trainer, VaeDecoder,
+    ddpo_step, dpo_step, lift_cond, rlhf_step, sft_grads, sft_step, standard_input, standard_loss,
+    DdpoDraw, DpoDraw, RlhfDraw, StepModels, Trainer, VaeDecoder,
 };
 use sharpen_weights::LoadOptions;
 
@@ -384,6 +384,13 @@ pub fn run<B: AutodiffBackend>(
                     .expect("autoencoder trains the VAE");
                 let loss = autoencoder_loss(vae, pixels()?, eps, cfg.kl_weight);
                 (Computed::Graph(loss), None)
+            }
+            Method::SharpenSft if cfg.gradient_checkpointing => {
+                let (x0, cond) = (x0()?, frozen_cond());
+                let (value, grads, rollout) =
+                    sft_grads(models(), &trajectory, x0, eps, cond, &prompts, timesteps[0])?;
+                let stats = reward_stats(&rollout, trajectory.n);
+                (Computed::Grads(value, grads), Some(stats))
             }
             Method::SharpenSft => {
                 let step = sft_step(

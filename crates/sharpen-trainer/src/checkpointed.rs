@@ -15,8 +15,43 @@ use sdxl_unet::{UNet2DConditionModel, UNetInput};
 use sharpen_loss::{path_loss, step_loss};
 use sharpen_schedulers::Sampler;
 
-use crate::model::TextCond;
-use crate::trajectory::ddim_next;
+use crate::model::{LatentDecoder, TextCond};
+use crate::trajectory::{
+    ddim_next, sft_select, Rollout, StepModels, TrajectoryConfig, TrajectoryError,
+};
+
+/// [`sft_step`](crate::trajectory::sft_step) with block checkpointing: the same rollout and
+/// selection, then the selected trajectories' mean path loss differentiated through
+/// [`checkpointed_path_grads`]. Returns the loss value, the UNet's gradients and the rollout.
+#[allow(clippy::too_many_arguments)]
+pub fn sft_grads<B, R, D>(
+    models: &StepModels<'_, B, UNet2DConditionModel<B>, R, D>,
+    config: &TrajectoryConfig,
+    x0: Tensor<B::InnerBackend, 4>,
+    eps: Tensor<B::InnerBackend, 4>,
+    cond: &TextCond<B::InnerBackend>,
+    prompts: &[&str],
+    t: usize,
+) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams, Rollout), TrajectoryError>
+where
+    B: AutodiffBackend,
+    R: crate::model::EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let chosen = sft_select(models, config, x0, eps, cond, prompts, t)?;
+    let (value, grads) = checkpointed_path_grads(
+        models.train,
+        models.sampler,
+        chosen.x_t,
+        chosen.eps,
+        &chosen.cond,
+        &chosen.timesteps,
+        config.stride,
+        config.detach_between_steps,
+        |losses| losses.mean(),
+    );
+    Ok((value, grads, chosen.rollout))
+}
 
 /// The value of `loss(path_losses(...))` and its parameter gradients, with block recomputation.
 /// `loss` receives each row's path loss L = mean_k mean_{C,H,W} (eps_hat_k - eps)^2, [rows],
@@ -77,9 +112,7 @@ pub fn checkpointed_path_grads<B: AutodiffBackend>(
     // d loss / d x_{t_{k+1}}, carried back from the later calls.
     let mut grad_next: Option<Tensor<B::InnerBackend, 4>> = None;
     for k in (0..timesteps.len()).rev() {
-        let mut grad_out = direct[k]
-            .take()
-            .unwrap_or_else(|| outputs[k].zeros_like());
+        let mut grad_out = direct[k].take().unwrap_or_else(|| outputs[k].zeros_like());
         let mut grad_state = None;
         if let Some(g) = grad_next.take() {
             // Through x_{k+1} = ddim(x_k, eps_hat_k): its vector-Jacobian product by autodiff.

@@ -14,7 +14,7 @@ pub mod standard;
 pub mod train;
 pub mod trajectory;
 
-pub use checkpointed::checkpointed_path_grads;
+pub use checkpointed::{checkpointed_path_grads, sft_grads};
 pub use ddpo::{ddpo_step, DdpoConfig, DdpoDraw};
 pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw};
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};

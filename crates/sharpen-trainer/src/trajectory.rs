@@ -302,6 +302,54 @@ pub struct StepModels<'a, B: AutodiffBackend, M, R, D> {
     pub sampler: &'a Sampler,
 }
 
+/// What SFT trains on after the rollout: each prompt's best trajectory start (rows = prompts).
+pub(crate) struct SftSelected<B: Backend> {
+    pub x_t: Tensor<B, 4>,
+    pub eps: Tensor<B, 4>,
+    pub cond: TextCond<B>,
+    pub timesteps: Vec<usize>,
+    pub rollout: Rollout,
+}
+
+/// The rollout and selection of [`sft_step`], without autograd.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sft_select<B, M, R, D>(
+    models: &StepModels<'_, B, M, R, D>,
+    config: &TrajectoryConfig,
+    x0: Tensor<B::InnerBackend, 4>,
+    eps: Tensor<B::InnerBackend, 4>,
+    cond: &TextCond<B::InnerBackend>,
+    prompts: &[&str],
+    t: usize,
+) -> Result<SftSelected<B::InnerBackend>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    R: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let n = config.n;
+    let rows_cond = cond.repeat_rows(n);
+    let noised = noise_and_roll_out(
+        models,
+        config,
+        repeat_interleave(x0, n),
+        eps.clone(),
+        &rows_cond,
+        prompts,
+        t,
+    )?;
+    let chosen: Vec<usize> = (0..prompts.len())
+        .map(|p| noised.rollout.winner_row(p, n))
+        .collect();
+    Ok(SftSelected {
+        x_t: select_rows(noised.x_t, &chosen),
+        eps: select_rows(eps, &chosen),
+        cond: rows_cond.select_rows(&chosen),
+        timesteps: noised.timesteps,
+        rollout: noised.rollout,
+    })
+}
+
 /// SFT Diffusion-Sharpening (method.md section 4) for a batch of prompts: noise each clean latent
 /// `x0` [prompts, c, h, w] with its n noises `eps` [prompts x n, ...] at timestep `t`, roll out
 /// without autograd, keep each prompt's best trajectory and recompute only it with autograd.
@@ -322,33 +370,19 @@ where
     R: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let n = config.n;
-    let rows_cond = cond.repeat_rows(n);
-    let noised = noise_and_roll_out(
-        models,
-        config,
-        repeat_interleave(x0, n),
-        eps.clone(),
-        &rows_cond,
-        prompts,
-        t,
-    )?;
-    let (x_t, timesteps, rollout) = (noised.x_t, noised.timesteps, noised.rollout);
-    let chosen: Vec<usize> = (0..prompts.len())
-        .map(|p| rollout.winner_row(p, n))
-        .collect();
+    let chosen = sft_select(models, config, x0, eps, cond, prompts, t)?;
     let losses = path_losses(
         models.train,
         models.sampler,
-        Tensor::from_inner(select_rows(x_t, &chosen)),
-        Tensor::from_inner(select_rows(eps, &chosen)),
-        &lift_cond::<B>(&rows_cond.select_rows(&chosen)),
-        &timesteps,
+        Tensor::from_inner(chosen.x_t),
+        Tensor::from_inner(chosen.eps),
+        &lift_cond::<B>(&chosen.cond),
+        &chosen.timesteps,
         config.stride,
         config.detach_between_steps,
     );
     Ok(SftStep {
         loss: losses.mean(),
-        rollout,
+        rollout: chosen.rollout,
     })
 }
