@@ -428,12 +428,15 @@ impl TrainConfig {
         }
         self.optim.validate().map_err(|m| field("optim", m))?;
         if self.gradient_checkpointing
-            && !matches!(self.method, Method::Standard | Method::SharpenSft)
+            && !matches!(
+                self.method,
+                Method::Standard | Method::SharpenSft | Method::SharpenRlhf
+            )
         {
             return Err(field(
                 "gradient_checkpointing",
                 format!(
-                    "supported by methods standard and sharpen-sft so far, not {:?}",
+                    "supported by methods standard, sharpen-sft and sharpen-rlhf so far, not {:?}",
                     self.method
                 ),
             ));

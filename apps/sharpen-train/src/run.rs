@@ -11,7 +11,6 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use sdxl_unet::UNet2DConditionModel;
 use sharpen_nn::cast_module;
 use sharpen_pipeline::SdxlPipeline;
@@ -19,8 +18,8 @@ use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
 use sharpen_trainer::train::sync::Peer;
 use sharpen_trainer::{
-    ddpo_step, dpo_step, lift_cond, rlhf_step, sft_grads, sft_step, standard_input, standard_loss,
-    DdpoDraw, DpoDraw, RlhfDraw, StepModels, Trainer, VaeDecoder,
+    ddpo_step, dpo_step, lift_cond, rlhf_grads, rlhf_step, sft_grads, sft_step, standard_input,
+    standard_loss, DdpoDraw, DpoDraw, RlhfDraw, StepModels, Trainer, VaeDecoder,
 };
 use sharpen_weights::LoadOptions;
 
@@ -187,17 +186,7 @@ pub fn run<B: AutodiffBackend>(
         .transpose()?;
 
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
-    let bar = match main {
-        true => ProgressBar::new(cfg.steps as u64),
-        false => ProgressBar::hidden(),
-    }
-    .with_position(trainer.state.step as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
-        )
-        .expect("a valid template"),
-    );
+    let bar = crate::setup::progress_bar(main, cfg.steps, trainer.state.step);
     let started = Instant::now();
     let elapsed_before = trainer.state.elapsed_s;
     let mut micro: Vec<(f64, Option<crate::setup::RewardStats>)> = Vec::new();
@@ -409,25 +398,23 @@ pub fn run<B: AutodiffBackend>(
             }
             Method::SharpenRlhf => {
                 let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
-                let step = rlhf_step(
-                    models(),
-                    &pipe.unet,
-                    &generation,
-                    &trajectory,
-                    &rlhf,
-                    frozen_cond(),
-                    uncond.as_ref(),
-                    &prompts,
-                    RlhfDraw {
-                        eps,
-                        t: timesteps[0],
-                        renoise,
-                    },
-                )?;
-                let mut stats = reward_stats(&step.rollout, trajectory.n);
-                stats[3] = step.generation_scores.iter().sum::<f64>()
-                    / step.generation_scores.len() as f64;
-                (Computed::Graph(step.loss), Some(stats))
+                let (ms, cond, uncond) = (models(), frozen_cond(), uncond.as_ref());
+                let (gen, traj, p) = (&generation, &trajectory, &prompts);
+                let t = timesteps[0];
+                let draw = RlhfDraw { eps, t, renoise };
+                let (computed, rollout, gen_scores) = if cfg.gradient_checkpointing {
+                    let s = rlhf_grads(ms, &pipe.unet, gen, traj, &rlhf, cond, uncond, p, draw)?;
+                    (
+                        Computed::Grads(s.loss, s.grads),
+                        s.rollout,
+                        s.generation_scores,
+                    )
+                } else {
+                    let s = rlhf_step(ms, &pipe.unet, gen, traj, &rlhf, cond, uncond, p, draw)?;
+                    (Computed::Graph(s.loss), s.rollout, s.generation_scores)
+                };
+                let stats = crate::setup::rlhf_stats(&rollout, trajectory.n, &gen_scores);
+                (computed, Some(stats))
             }
             Method::DiffusionDpo => {
                 let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));

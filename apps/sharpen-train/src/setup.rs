@@ -79,6 +79,29 @@ pub fn reward_stats(rollout: &Rollout, n: usize) -> RewardStats {
     [all, best, worst, f64::NAN]
 }
 
+/// [`reward_stats`] with the mean reward of the online generations (sharpen-rlhf).
+pub fn rlhf_stats(rollout: &Rollout, n: usize, generation_scores: &[f64]) -> RewardStats {
+    let mut stats = reward_stats(rollout, n);
+    stats[3] = generation_scores.iter().sum::<f64>() / generation_scores.len() as f64;
+    stats
+}
+
+/// The training progress bar (hidden on every peer but the first), at `step` of `steps`.
+pub fn progress_bar(main: bool, steps: usize, step: usize) -> indicatif::ProgressBar {
+    let bar = match main {
+        true => indicatif::ProgressBar::new(steps as u64),
+        false => indicatif::ProgressBar::hidden(),
+    }
+    .with_position(step as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
+        )
+        .expect("a valid template"),
+    );
+    bar
+}
+
 /// The mean loss and reward statistics of an optimizer step's micro-batches.
 pub fn micro_means(micro: &[(f64, Option<RewardStats>)]) -> (f64, Option<RewardStats>) {
     let k = micro.len() as f64;

@@ -292,24 +292,35 @@ fn gradient_checkpointing_trains_like_plain_autodiff() {
     let run_ckpt = tmp.path().join("ckpt");
     ok(&train_in(&ckpt, &run_ckpt, &["--steps", "3"]));
     assert_same_training(&run_plain, &run_ckpt, &["loss", "grad_norm"]);
-    // sharpen-sft: the same rollouts and selections, the chain of m UNet calls recomputed block
-    // by block in backward (also with detached steps).
-    for extra in ["", "[trajectory]\ndetach_between_steps = true"] {
-        let dir = tmp.path().join(format!("sft{}", extra.len()));
+    // sharpen-sft and sharpen-rlhf: the same rollouts and selections, the chain of m UNet calls
+    // recomputed block by block in backward (also with detached steps).
+    for (i, (method, extra)) in [
+        ("sharpen-sft", ""),
+        ("sharpen-sft", "[trajectory]\ndetach_between_steps = true"),
+        ("sharpen-rlhf", ""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = tmp.path().join(format!("traj{i}"));
         std::fs::create_dir_all(dir.join("c")).unwrap();
-        let plain = config(&dir, "sharpen-sft", extra);
+        let plain = config(&dir, method, extra);
         let ckpt = config(
             &dir.join("c"),
-            "sharpen-sft",
+            method,
             &format!("gradient_checkpointing = true\n{extra}"),
         );
+        // beta 2500 turns float rounding of the path losses (1e-7) into 1e-4 of the loss.
+        for cfg in [&plain, &ckpt] {
+            with_rlhf(cfg, "beta = 25.0");
+        }
         ok(&train_in(&plain, &dir.join("plain"), &["--steps", "3"]));
         ok(&train_in(&ckpt, &dir.join("ckpt"), &["--steps", "3"]));
         let keys = ["loss", "grad_norm", "reward_mean"];
         assert_same_training(&dir.join("plain"), &dir.join("ckpt"), &keys);
     }
-    let rlhf = config(&ckpt_dir, "sharpen-rlhf", "gradient_checkpointing = true");
-    let out = train_in(&rlhf, &tmp.path().join("x"), &[]);
+    let ddpo = config(&ckpt_dir, "ddpo", "gradient_checkpointing = true");
+    let out = train_in(&ddpo, &tmp.path().join("x"), &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("config field `gradient_checkpointing`"));
 }
 

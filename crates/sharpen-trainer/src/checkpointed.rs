@@ -15,7 +15,8 @@ use sdxl_unet::{UNet2DConditionModel, UNetInput};
 use sharpen_loss::{path_loss, step_loss};
 use sharpen_schedulers::Sampler;
 
-use crate::model::{LatentDecoder, TextCond};
+use crate::model::{EpsModel, LatentDecoder, TextCond};
+use crate::rlhf::{rlhf_prepare, RlhfConfig, RlhfDraw, RlhfStepValue};
 use crate::trajectory::{
     ddim_next, sft_select, Rollout, StepModels, TrajectoryConfig, TrajectoryError,
 };
@@ -35,7 +36,7 @@ pub fn sft_grads<B, R, D>(
 ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams, Rollout), TrajectoryError>
 where
     B: AutodiffBackend,
-    R: crate::model::EpsModel<B::InnerBackend>,
+    R: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
     let chosen = sft_select(models, config, x0, eps, cond, prompts, t)?;
@@ -135,4 +136,47 @@ pub fn checkpointed_path_grads<B: AutodiffBackend>(
         }
     }
     (value.inner(), total)
+}
+
+/// [`rlhf_step`](crate::rlhf::rlhf_step) with block checkpointing: the same generations,
+/// rollout, selection and reference losses, then the preference loss over the winners' and
+/// losers' path losses differentiated through [`checkpointed_path_grads`].
+#[allow(clippy::too_many_arguments)]
+pub fn rlhf_grads<B, R, Ref, D>(
+    models: &StepModels<'_, B, UNet2DConditionModel<B>, R, D>,
+    reference: &Ref,
+    generation: &Sampler,
+    config: &TrajectoryConfig,
+    rlhf: &RlhfConfig,
+    cond: &TextCond<B::InnerBackend>,
+    uncond: Option<&TextCond<B::InnerBackend>>,
+    prompts: &[&str],
+    draw: RlhfDraw<B::InnerBackend>,
+) -> Result<RlhfStepValue<B::InnerBackend>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    R: EpsModel<B::InnerBackend>,
+    Ref: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let prepared = rlhf_prepare(
+        models, reference, generation, config, rlhf, cond, uncond, prompts, draw,
+    )?;
+    let (loss, grads) = checkpointed_path_grads(
+        models.train,
+        models.sampler,
+        prepared.x_t.clone(),
+        prepared.eps.clone(),
+        &prepared.cond,
+        &prepared.timesteps,
+        config.stride,
+        config.detach_between_steps,
+        |losses| prepared.loss(losses, rlhf),
+    );
+    Ok(RlhfStepValue {
+        loss,
+        grads,
+        rollout: prepared.rollout,
+        generation_scores: prepared.generation_scores,
+    })
 }

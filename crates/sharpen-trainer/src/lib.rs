@@ -14,11 +14,13 @@ pub mod standard;
 pub mod train;
 pub mod trajectory;
 
-pub use checkpointed::{checkpointed_path_grads, sft_grads};
+pub use checkpointed::{checkpointed_path_grads, rlhf_grads, sft_grads};
 pub use ddpo::{ddpo_step, DdpoConfig, DdpoDraw};
 pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw};
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};
-pub use rlhf::{generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfSelect, RlhfStep};
+pub use rlhf::{
+    generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfSelect, RlhfStep, RlhfStepValue,
+};
 pub use standard::{standard_input, standard_loss};
 pub use train::{OptimConfig, StepReport, Trainer};
 pub use trajectory::{

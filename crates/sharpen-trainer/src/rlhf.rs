@@ -126,6 +126,16 @@ pub struct RlhfStep<B: AutodiffBackend> {
     pub generation_scores: Vec<f64>,
 }
 
+/// [`crate::checkpointed::rlhf_grads`]'s result: the loss value and the gradients instead of a
+/// graph.
+#[derive(Debug)]
+pub struct RlhfStepValue<B: Backend> {
+    pub loss: Tensor<B, 1>,
+    pub grads: burn::optim::GradientsParams,
+    pub rollout: Rollout,
+    pub generation_scores: Vec<f64>,
+}
+
 /// What an RLHF step draws: the n noises per prompt (generation and re-noising) and the shared
 /// timestep.
 #[derive(Debug, Clone)]
@@ -139,11 +149,49 @@ pub struct RlhfDraw<B: Backend> {
     pub renoise: Option<Tensor<B, 4>>,
 }
 
-/// RLHF Diffusion-Sharpening for a batch of prompts. `generation` is a DDIM sampler with the
-/// generation step count (25 by default); `models.sampler` supplies the trajectory steps.
-/// `reference` is the frozen initial model.
+/// What an RLHF step computes without autograd: the online generations, the rollout and the
+/// selection, and for the chosen rows (each prompt's winner, then each prompt's loser) their
+/// starts, noises, conditioning, the reference model's losses and the preference inputs.
+pub(crate) struct RlhfPrepared<B: Backend> {
+    pub x_t: Tensor<B, 4>,
+    pub eps: Tensor<B, 4>,
+    pub cond: TextCond<B>,
+    pub timesteps: Vec<usize>,
+    /// The reference model's mean step loss per chosen row.
+    pub refs: Tensor<B, 1>,
+    /// Per prompt: (r_w - r_l) x reward_scale, and whether all n tied.
+    pub gap: Vec<f64>,
+    pub tie: Vec<bool>,
+    pub rollout: Rollout,
+    pub generated: Tensor<B, 4>,
+    pub generation_scores: Vec<f64>,
+}
+
+impl<B: Backend> RlhfPrepared<B> {
+    /// The preference loss (mean over prompts) from the chosen rows' path losses, winners then
+    /// losers: [2 x prompts] -> scalar.
+    pub(crate) fn loss<AB: AutodiffBackend<InnerBackend = B>>(
+        &self,
+        losses: Tensor<AB, 1>,
+        rlhf: &RlhfConfig,
+    ) -> Tensor<AB, 1> {
+        let p = self.gap.len();
+        let refs = Tensor::<AB, 1>::from_inner(self.refs.clone());
+        let batch = RlhfBatch {
+            loss_w: losses.clone().narrow(0, 0, p),
+            loss_l: losses.narrow(0, p, p),
+            ref_w: refs.clone().narrow(0, 0, p),
+            ref_l: refs.narrow(0, p, p),
+            reward_gap: &self.gap,
+            tie: &self.tie,
+        };
+        rlhf_loss(batch, rlhf.beta, rlhf.margin).mean()
+    }
+}
+
+/// The no-autograd part of [`rlhf_step`].
 #[allow(clippy::too_many_arguments)]
-pub fn rlhf_step<B, M, R, Ref, D>(
+pub(crate) fn rlhf_prepare<B, M, R, Ref, D>(
     models: &StepModels<'_, B, M, R, D>,
     reference: &Ref,
     generation: &Sampler,
@@ -153,10 +201,9 @@ pub fn rlhf_step<B, M, R, Ref, D>(
     uncond: Option<&TextCond<B::InnerBackend>>,
     prompts: &[&str],
     draw: RlhfDraw<B::InnerBackend>,
-) -> Result<RlhfStep<B>, TrajectoryError>
+) -> Result<RlhfPrepared<B::InnerBackend>, TrajectoryError>
 where
     B: AutodiffBackend,
-    M: EpsModel<B>,
     R: EpsModel<B::InnerBackend>,
     Ref: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
@@ -209,16 +256,6 @@ where
         .collect();
     let chosen_cond = rows_cond.select_rows(&chosen);
     let chosen_eps = select_rows(eps, &chosen);
-    let losses = path_losses(
-        models.train,
-        models.sampler,
-        Tensor::from_inner(select_rows(x_t, &chosen)),
-        Tensor::from_inner(chosen_eps.clone()),
-        &lift_cond::<B>(&chosen_cond),
-        &timesteps,
-        config.stride,
-        config.detach_between_steps,
-    );
     let ref_steps = if rlhf.ref_first_step_only { 1 } else { m_eff };
     let chosen_states: Vec<Tensor<B::InnerBackend, 4>> = states[..ref_steps]
         .iter()
@@ -227,7 +264,7 @@ where
     let refs = reference_losses(
         reference,
         &chosen_states,
-        chosen_eps,
+        chosen_eps.clone(),
         &chosen_cond,
         &timesteps[..ref_steps],
     );
@@ -241,19 +278,60 @@ where
         })
         .collect();
     let tie: Vec<bool> = rollout.selections.iter().map(|s| s.tie).collect();
-    let batch = RlhfBatch {
-        loss_w: losses.clone().narrow(0, 0, prompts_n),
-        loss_l: losses.narrow(0, prompts_n, prompts_n),
-        ref_w: Tensor::from_inner(refs.clone().narrow(0, 0, prompts_n)),
-        ref_l: Tensor::from_inner(refs.narrow(0, prompts_n, prompts_n)),
-        reward_gap: &gap,
-        tie: &tie,
-    };
-    let loss = rlhf_loss(batch, rlhf.beta, rlhf.margin).mean();
-    Ok(RlhfStep {
-        loss,
+    Ok(RlhfPrepared {
+        x_t: select_rows(x_t, &chosen),
+        eps: chosen_eps,
+        cond: chosen_cond,
+        timesteps,
+        refs,
+        gap,
+        tie,
         rollout,
         generated,
         generation_scores,
+    })
+}
+
+/// RLHF Diffusion-Sharpening for a batch of prompts. `generation` is a DDIM sampler with the
+/// generation step count (25 by default); `models.sampler` supplies the trajectory steps.
+/// `reference` is the frozen initial model.
+#[allow(clippy::too_many_arguments)]
+pub fn rlhf_step<B, M, R, Ref, D>(
+    models: &StepModels<'_, B, M, R, D>,
+    reference: &Ref,
+    generation: &Sampler,
+    config: &TrajectoryConfig,
+    rlhf: &RlhfConfig,
+    cond: &TextCond<B::InnerBackend>,
+    uncond: Option<&TextCond<B::InnerBackend>>,
+    prompts: &[&str],
+    draw: RlhfDraw<B::InnerBackend>,
+) -> Result<RlhfStep<B>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    M: EpsModel<B>,
+    R: EpsModel<B::InnerBackend>,
+    Ref: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let prepared = rlhf_prepare(
+        models, reference, generation, config, rlhf, cond, uncond, prompts, draw,
+    )?;
+    let losses = path_losses(
+        models.train,
+        models.sampler,
+        Tensor::from_inner(prepared.x_t.clone()),
+        Tensor::from_inner(prepared.eps.clone()),
+        &lift_cond::<B>(&prepared.cond),
+        &prepared.timesteps,
+        config.stride,
+        config.detach_between_steps,
+    );
+    let loss = prepared.loss(losses, rlhf);
+    Ok(RlhfStep {
+        loss,
+        rollout: prepared.rollout,
+        generated: prepared.generated,
+        generation_scores: prepared.generation_scores,
     })
 }
