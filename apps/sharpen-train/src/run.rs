@@ -83,6 +83,10 @@ pub fn run<B: AutodiffBackend>(
         .as_ref()
         .map(|_| UNet2DConditionModel::<B>::from_inner(pipe.unet.clone()).no_grad());
     let mut trainer = open_trainer::<B>(opts, &run, base.as_ref(), &device)?.with_peer(peer);
+    // A resumed run rewrites what came after its checkpoint; one writer (peers are threads).
+    if main && opts.resume.is_some() {
+        run.truncate_metrics(trainer.state.step)?;
+    }
     let trajectory = cfg.trajectory;
     let rlhf = cfg.rlhf();
     let sampler = Sampler::new(SamplerKind::Ddim { eta: 0.0 }, &pipe.scheduler, 25);

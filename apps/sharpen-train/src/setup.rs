@@ -156,7 +156,6 @@ pub fn open_trainer<B: AutodiffBackend>(
                     );
                 }
             }
-            run.truncate_metrics(trainer.state.step)?;
             tracing::info!(step = trainer.state.step, checkpoint = %checkpoint.display(), "resumed");
             Ok(trainer)
         }
