@@ -13,7 +13,7 @@ use sharpen_pipeline::SdxlPipeline;
 use sharpen_rewards::{JpegReward, JpegRewardKind};
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_tests::{fixture, TestBackend as B};
-use sharpen_trainer::{sft_step, StepModels, TextCond, TrajectoryConfig, VaeDecoder};
+use sharpen_trainer::{sft_step, SftInputs, StepModels, TextCond, TrajectoryConfig, VaeDecoder};
 use sharpen_weights::unet::load_unet;
 use sharpen_weights::LoadOptions;
 
@@ -65,11 +65,13 @@ fn sft_step_on_the_tiny_sdxl_pipeline() {
         sft_step::<AD, _, _, _>(
             &models,
             &config,
-            x0.clone(),
-            eps.clone(),
-            &cond,
-            &prompts,
-            500,
+            SftInputs {
+                x0: x0.clone(),
+                eps: eps.clone(),
+                cond: &cond,
+                prompts: &prompts,
+                t: 500,
+            },
         )
         .unwrap()
     };

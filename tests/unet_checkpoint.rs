@@ -17,6 +17,11 @@ fn tensor<const D: usize>(r: &Reference, key: &str) -> Tensor<B, D> {
 }
 
 /// A loss that weighs every output element differently, so that no gradient is trivially zero.
+/// A tiny UNet fixture with autodiff.
+fn tiny_unet(name: &str) -> UNet2DConditionModel<AD> {
+    load_unet::<AD>(&fixture(name), &LoadOptions::default(), &Default::default()).unwrap()
+}
+
 fn loss<BB: burn::tensor::backend::Backend>(out: Tensor<BB, 4>) -> Tensor<BB, 1> {
     let n = out.shape().num_elements();
     let weights: Vec<f32> = (0..n)
@@ -126,12 +131,7 @@ fn check(unet: &UNet2DConditionModel<AD>, input: UNetInput<B>, what: &str) {
 
 #[test]
 fn checkpointed_gradients_equal_autodiff_on_the_sdxl_tiny_config() {
-    let unet = load_unet::<AD>(
-        &fixture("unet/tiny"),
-        &LoadOptions::default(),
-        &Default::default(),
-    )
-    .unwrap();
+    let unet = tiny_unet("unet/tiny");
     let r = Reference::open("unet/outputs.safetensors");
     for case in ["nonsquare", "odd"] {
         let input = UNetInput {
@@ -149,12 +149,7 @@ fn checkpointed_gradients_equal_autodiff_on_the_sdxl_tiny_config() {
 
 #[test]
 fn checkpointed_gradients_equal_autodiff_on_the_four_level_config() {
-    let unet = load_unet::<AD>(
-        &fixture("unet/tiny_b"),
-        &LoadOptions::default(),
-        &Default::default(),
-    )
-    .unwrap();
+    let unet = tiny_unet("unet/tiny_b");
     let r = Reference::open("unet/outputs_b.safetensors");
     let input = UNetInput {
         sample: tensor(&r, "sample"),
@@ -167,12 +162,7 @@ fn checkpointed_gradients_equal_autodiff_on_the_four_level_config() {
 
 #[test]
 fn checkpointed_forward_equals_forward() {
-    let unet = load_unet::<AD>(
-        &fixture("unet/tiny"),
-        &LoadOptions::default(),
-        &Default::default(),
-    )
-    .unwrap();
+    let unet = tiny_unet("unet/tiny");
     let r = Reference::open("unet/outputs.safetensors");
     let input = UNetInput::<B> {
         sample: tensor(&r, "odd.sample"),
@@ -212,12 +202,7 @@ fn checkpointed_trajectory_gradients_equal_autodiff() {
     use sharpen_trainer::trajectory::{lift_cond, path_losses, trajectory_timesteps};
     use sharpen_trainer::{checkpointed_path_grads, TextCond};
 
-    let unet = load_unet::<AD>(
-        &fixture("unet/tiny"),
-        &LoadOptions::default(),
-        &Default::default(),
-    )
-    .unwrap();
+    let unet = tiny_unet("unet/tiny");
     let r = Reference::open("unet/outputs.safetensors");
     let x_t: Tensor<B, 4> = tensor(&r, "nonsquare.sample");
     let eps = x_t.clone().flip([2]).mul_scalar(0.8).add_scalar(0.1);

@@ -19,7 +19,8 @@ use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
 use sharpen_trainer::train::sync::Peer;
 use sharpen_trainer::{
     ddpo_step, dpo_step, lift_cond, rlhf_grads, rlhf_step, sft_grads, sft_step, standard_input,
-    standard_loss, DdpoDraw, DpoDraw, RlhfDraw, StepModels, Trainer, VaeDecoder,
+    standard_loss, DdpoDraw, DpoDraw, RlhfDraw, RlhfInputs, SftInputs, StepModels, Trainer,
+    VaeDecoder,
 };
 use sharpen_weights::LoadOptions;
 
@@ -378,43 +379,45 @@ pub fn run<B: AutodiffBackend>(
                 let loss = autoencoder_loss(vae, pixels()?, eps, cfg.kl_weight);
                 (Computed::Graph(loss), None)
             }
-            Method::SharpenSft if cfg.gradient_checkpointing => {
-                let (x0, cond) = (x0()?, frozen_cond());
-                let (value, grads, rollout) =
-                    sft_grads(models(), &trajectory, x0, eps, cond, &prompts, timesteps[0])?;
-                let stats = reward_stats(&rollout, trajectory.n);
-                (Computed::Grads(value, grads), Some(stats))
-            }
             Method::SharpenSft => {
-                let step = sft_step(
-                    models(),
-                    &trajectory,
-                    x0()?,
+                let inputs = SftInputs {
+                    x0: x0()?,
                     eps,
-                    frozen_cond(),
-                    &prompts,
-                    timesteps[0],
-                )?;
-                (
-                    Computed::Graph(step.loss),
-                    Some(reward_stats(&step.rollout, trajectory.n)),
-                )
+                    cond: frozen_cond(),
+                    prompts: &prompts,
+                    t: timesteps[0],
+                };
+                let (computed, rollout) = if cfg.gradient_checkpointing {
+                    let (value, grads, rollout) = sft_grads(models(), &trajectory, inputs)?;
+                    (Computed::Grads(value, grads), rollout)
+                } else {
+                    let step = sft_step(models(), &trajectory, inputs)?;
+                    (Computed::Graph(step.loss), step.rollout)
+                };
+                (computed, Some(reward_stats(&rollout, trajectory.n)))
             }
             Method::SharpenRlhf => {
                 let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
-                let (ms, cond, uncond) = (models(), frozen_cond(), uncond.as_ref());
-                let (gen, traj, p) = (&generation, &trajectory, &prompts);
-                let t = timesteps[0];
-                let draw = RlhfDraw { eps, t, renoise };
+                let inputs = RlhfInputs {
+                    cond: frozen_cond(),
+                    uncond: uncond.as_ref(),
+                    prompts: &prompts,
+                    draw: RlhfDraw {
+                        eps,
+                        t: timesteps[0],
+                        renoise,
+                    },
+                };
+                let (ms, gen, traj) = (models(), &generation, &trajectory);
                 let (computed, rollout, gen_scores) = if cfg.gradient_checkpointing {
-                    let s = rlhf_grads(ms, &pipe.unet, gen, traj, &rlhf, cond, uncond, p, draw)?;
+                    let s = rlhf_grads(ms, &pipe.unet, gen, traj, &rlhf, inputs)?;
                     (
                         Computed::Grads(s.loss, s.grads),
                         s.rollout,
                         s.generation_scores,
                     )
                 } else {
-                    let s = rlhf_step(ms, &pipe.unet, gen, traj, &rlhf, cond, uncond, p, draw)?;
+                    let s = rlhf_step(ms, &pipe.unet, gen, traj, &rlhf, inputs)?;
                     (Computed::Graph(s.loss), s.rollout, s.generation_scores)
                 };
                 let stats = crate::setup::rlhf_stats(&rollout, trajectory.n, &gen_scores);

@@ -16,30 +16,25 @@ use sharpen_loss::{path_loss, step_loss};
 use sharpen_schedulers::Sampler;
 
 use crate::model::{EpsModel, LatentDecoder, TextCond};
-use crate::rlhf::{rlhf_prepare, RlhfConfig, RlhfDraw, RlhfStepValue};
+use crate::rlhf::{rlhf_prepare, RlhfConfig, RlhfInputs, RlhfStepValue};
 use crate::trajectory::{
-    ddim_next, sft_select, Rollout, StepModels, TrajectoryConfig, TrajectoryError,
+    ddim_next, sft_select, Rollout, SftInputs, StepModels, TrajectoryConfig, TrajectoryError,
 };
 
 /// [`sft_step`](crate::trajectory::sft_step) with block checkpointing: the same rollout and
 /// selection, then the selected trajectories' mean path loss differentiated through
 /// [`checkpointed_path_grads`]. Returns the loss value, the UNet's gradients and the rollout.
-#[allow(clippy::too_many_arguments)]
 pub fn sft_grads<B, R, D>(
     models: &StepModels<'_, B, UNet2DConditionModel<B>, R, D>,
     config: &TrajectoryConfig,
-    x0: Tensor<B::InnerBackend, 4>,
-    eps: Tensor<B::InnerBackend, 4>,
-    cond: &TextCond<B::InnerBackend>,
-    prompts: &[&str],
-    t: usize,
+    inputs: SftInputs<'_, B::InnerBackend>,
 ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams, Rollout), TrajectoryError>
 where
     B: AutodiffBackend,
     R: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let chosen = sft_select(models, config, x0, eps, cond, prompts, t)?;
+    let chosen = sft_select(models, config, inputs)?;
     let (value, grads) = checkpointed_path_grads(
         models.train,
         models.sampler,
@@ -141,17 +136,13 @@ pub fn checkpointed_path_grads<B: AutodiffBackend>(
 /// [`rlhf_step`](crate::rlhf::rlhf_step) with block checkpointing: the same generations,
 /// rollout, selection and reference losses, then the preference loss over the winners' and
 /// losers' path losses differentiated through [`checkpointed_path_grads`].
-#[allow(clippy::too_many_arguments)]
 pub fn rlhf_grads<B, R, Ref, D>(
     models: &StepModels<'_, B, UNet2DConditionModel<B>, R, D>,
     reference: &Ref,
     generation: &Sampler,
     config: &TrajectoryConfig,
     rlhf: &RlhfConfig,
-    cond: &TextCond<B::InnerBackend>,
-    uncond: Option<&TextCond<B::InnerBackend>>,
-    prompts: &[&str],
-    draw: RlhfDraw<B::InnerBackend>,
+    inputs: RlhfInputs<'_, B::InnerBackend>,
 ) -> Result<RlhfStepValue<B::InnerBackend>, TrajectoryError>
 where
     B: AutodiffBackend,
@@ -159,9 +150,7 @@ where
     Ref: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let prepared = rlhf_prepare(
-        models, reference, generation, config, rlhf, cond, uncond, prompts, draw,
-    )?;
+    let prepared = rlhf_prepare(models, reference, generation, config, rlhf, inputs)?;
     let (loss, grads) = checkpointed_path_grads(
         models.train,
         models.sampler,

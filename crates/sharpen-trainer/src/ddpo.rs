@@ -11,7 +11,7 @@ use sharpen_schedulers::Sampler;
 use crate::dpo::{sample_rollout, BaselineStep};
 use crate::model::{EpsModel, LatentDecoder, TextCond};
 use crate::rlhf::guided_eps;
-use crate::trajectory::{lift_cond, score_latents, TrajectoryError};
+use crate::trajectory::{lift_cond, repeat_prompts, score_latents, TrajectoryError};
 
 /// DDPO's knobs (ddpo-pytorch's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,10 +123,7 @@ where
         states.push(next.clone());
         x = next;
     }
-    let row_prompts: Vec<&str> = prompts
-        .iter()
-        .flat_map(|q| std::iter::repeat_n(*q, n))
-        .collect();
+    let row_prompts = repeat_prompts(prompts, n);
     let scores = score_latents(decoder, reward, x, &row_prompts)?;
     let advantages: Vec<f32> = group_advantages(&scores, n)
         .into_iter()

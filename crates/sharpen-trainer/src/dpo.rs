@@ -11,7 +11,7 @@ use sharpen_schedulers::Sampler;
 
 use crate::model::{select as select_rows, EpsModel, LatentDecoder, TextCond};
 use crate::rlhf::generate;
-use crate::trajectory::{lift_cond, score_latents, Rollout, TrajectoryError};
+use crate::trajectory::{lift_cond, repeat_prompts, score_latents, Rollout, TrajectoryError};
 
 /// Diffusion-DPO's knobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,10 +110,7 @@ where
         rows_uncond.as_ref(),
         config.rollout_cfg,
     );
-    let row_prompts: Vec<&str> = prompts
-        .iter()
-        .flat_map(|q| std::iter::repeat_n(*q, n))
-        .collect();
+    let row_prompts = repeat_prompts(prompts, n);
     let rollout = sample_rollout(
         score_latents(decoder, reward, samples.clone(), &row_prompts)?,
         n,

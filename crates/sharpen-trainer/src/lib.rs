@@ -19,11 +19,13 @@ pub use ddpo::{ddpo_step, DdpoConfig, DdpoDraw};
 pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw};
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};
 pub use rlhf::{
-    generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfSelect, RlhfStep, RlhfStepValue,
+    generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfInputs, RlhfSelect, RlhfStep,
+    RlhfStepValue,
 };
 pub use standard::{standard_input, standard_loss};
 pub use train::{OptimConfig, StepReport, Trainer};
 pub use trajectory::{
-    effective_steps, lift_cond, path_losses, rollout, rollout_with_states, score_latents, sft_step,
-    trajectory_timesteps, Rollout, SftStep, StepModels, TrajectoryConfig, TrajectoryError,
+    effective_steps, lift_cond, path_losses, repeat_prompts, rollout, rollout_with_states,
+    score_latents, sft_step, trajectory_timesteps, Rollout, SftInputs, SftStep, StepModels,
+    TrajectoryConfig, TrajectoryError,
 };

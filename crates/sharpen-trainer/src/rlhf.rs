@@ -8,7 +8,7 @@ use sharpen_schedulers::{Sampler, SamplerState};
 
 use crate::model::{select as select_rows, EpsModel, LatentDecoder, TextCond};
 use crate::trajectory::{
-    lift_cond, noise_and_roll_out, path_losses, score_latents, Rollout, StepModels,
+    lift_cond, noise_and_roll_out, path_losses, repeat_prompts, score_latents, Rollout, StepModels,
     TrajectoryConfig, TrajectoryError,
 };
 
@@ -149,6 +149,16 @@ pub struct RlhfDraw<B: Backend> {
     pub renoise: Option<Tensor<B, 4>>,
 }
 
+/// What one RLHF step works on: each prompt's conditioning (and the empty prompt's, for the
+/// online generation's guidance), the prompts the reward sees, and the step's draw.
+#[derive(Debug, Clone)]
+pub struct RlhfInputs<'a, B: Backend> {
+    pub cond: &'a TextCond<B>,
+    pub uncond: Option<&'a TextCond<B>>,
+    pub prompts: &'a [&'a str],
+    pub draw: RlhfDraw<B>,
+}
+
 /// What an RLHF step computes without autograd: the online generations, the rollout and the
 /// selection, and for the chosen rows (each prompt's winner, then each prompt's loser) their
 /// starts, noises, conditioning, the reference model's losses and the preference inputs.
@@ -190,17 +200,13 @@ impl<B: Backend> RlhfPrepared<B> {
 }
 
 /// The no-autograd part of [`rlhf_step`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn rlhf_prepare<B, M, R, Ref, D>(
     models: &StepModels<'_, B, M, R, D>,
     reference: &Ref,
     generation: &Sampler,
     config: &TrajectoryConfig,
     rlhf: &RlhfConfig,
-    cond: &TextCond<B::InnerBackend>,
-    uncond: Option<&TextCond<B::InnerBackend>>,
-    prompts: &[&str],
-    draw: RlhfDraw<B::InnerBackend>,
+    inputs: RlhfInputs<'_, B::InnerBackend>,
 ) -> Result<RlhfPrepared<B::InnerBackend>, TrajectoryError>
 where
     B: AutodiffBackend,
@@ -209,7 +215,12 @@ where
     D: LatentDecoder<B::InnerBackend>,
 {
     let n = config.n;
-    let RlhfDraw { eps, t, renoise } = draw;
+    let RlhfInputs {
+        cond,
+        uncond,
+        prompts,
+        draw: RlhfDraw { eps, t, renoise },
+    } = inputs;
     let rows_cond = cond.repeat_rows(n);
     let rows_uncond = uncond.map(|u| u.repeat_rows(n));
     let generated = generate(
@@ -220,10 +231,7 @@ where
         rows_uncond.as_ref(),
         rlhf.rollout_cfg,
     );
-    let row_prompts: Vec<&str> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(*p, n))
-        .collect();
+    let row_prompts = repeat_prompts(prompts, n);
     let generation_scores = score_latents(
         models.decoder,
         models.reward,
@@ -295,17 +303,13 @@ where
 /// RLHF Diffusion-Sharpening for a batch of prompts. `generation` is a DDIM sampler with the
 /// generation step count (25 by default); `models.sampler` supplies the trajectory steps.
 /// `reference` is the frozen initial model.
-#[allow(clippy::too_many_arguments)]
 pub fn rlhf_step<B, M, R, Ref, D>(
     models: &StepModels<'_, B, M, R, D>,
     reference: &Ref,
     generation: &Sampler,
     config: &TrajectoryConfig,
     rlhf: &RlhfConfig,
-    cond: &TextCond<B::InnerBackend>,
-    uncond: Option<&TextCond<B::InnerBackend>>,
-    prompts: &[&str],
-    draw: RlhfDraw<B::InnerBackend>,
+    inputs: RlhfInputs<'_, B::InnerBackend>,
 ) -> Result<RlhfStep<B>, TrajectoryError>
 where
     B: AutodiffBackend,
@@ -314,9 +318,7 @@ where
     Ref: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let prepared = rlhf_prepare(
-        models, reference, generation, config, rlhf, cond, uncond, prompts, draw,
-    )?;
+    let prepared = rlhf_prepare(models, reference, generation, config, rlhf, inputs)?;
     let losses = path_losses(
         models.train,
         models.sampler,

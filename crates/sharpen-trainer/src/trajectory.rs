@@ -145,10 +145,7 @@ pub fn rollout_with_states<B: Backend>(
             prompts.len()
         )));
     }
-    let row_prompts: Vec<&str> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(*p, n))
-        .collect();
+    let row_prompts = repeat_prompts(prompts, n);
     let mut step_rewards = vec![Vec::with_capacity(timesteps.len()); rows];
     let mut x = x_t;
     let mut states = Vec::with_capacity(timesteps.len());
@@ -171,6 +168,14 @@ pub fn rollout_with_states<B: Backend>(
         selections,
     };
     Ok((rollout, states))
+}
+
+/// Each prompt `n` times in a row: the prompt of every row of a [prompts x n, ...] batch.
+pub fn repeat_prompts<'p>(prompts: &[&'p str], n: usize) -> Vec<&'p str> {
+    prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(*p, n))
+        .collect()
 }
 
 /// Rewards of clean latents [rows, c, h, w] decoded by `decoder`, one prompt per row.
@@ -311,22 +316,36 @@ pub(crate) struct SftSelected<B: Backend> {
     pub rollout: Rollout,
 }
 
+/// What one SFT step trains on: each prompt's clean latent `x0` [prompts, c, h, w], its n noises
+/// `eps` [prompts x n, c, h, w], its (possibly caption-dropped) conditioning, the prompts the
+/// reward sees, and the shared timestep `t`.
+#[derive(Debug, Clone)]
+pub struct SftInputs<'a, B: Backend> {
+    pub x0: Tensor<B, 4>,
+    pub eps: Tensor<B, 4>,
+    pub cond: &'a TextCond<B>,
+    pub prompts: &'a [&'a str],
+    pub t: usize,
+}
+
 /// The rollout and selection of [`sft_step`], without autograd.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn sft_select<B, M, R, D>(
     models: &StepModels<'_, B, M, R, D>,
     config: &TrajectoryConfig,
-    x0: Tensor<B::InnerBackend, 4>,
-    eps: Tensor<B::InnerBackend, 4>,
-    cond: &TextCond<B::InnerBackend>,
-    prompts: &[&str],
-    t: usize,
+    inputs: SftInputs<'_, B::InnerBackend>,
 ) -> Result<SftSelected<B::InnerBackend>, TrajectoryError>
 where
     B: AutodiffBackend,
     R: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
+    let SftInputs {
+        x0,
+        eps,
+        cond,
+        prompts,
+        t,
+    } = inputs;
     let n = config.n;
     let rows_cond = cond.repeat_rows(n);
     let noised = noise_and_roll_out(
@@ -351,18 +370,12 @@ where
 }
 
 /// SFT Diffusion-Sharpening (method.md section 4) for a batch of prompts: noise each clean latent
-/// `x0` [prompts, c, h, w] with its n noises `eps` [prompts x n, ...] at timestep `t`, roll out
-/// without autograd, keep each prompt's best trajectory and recompute only it with autograd.
-/// `cond` is the (possibly caption-dropped) conditioning per prompt; the reward sees `prompts`.
-#[allow(clippy::too_many_arguments)]
+/// with its n noises at the inputs' timestep, roll out without autograd, keep each prompt's best
+/// trajectory and recompute only it with autograd.
 pub fn sft_step<B, M, R, D>(
     models: &StepModels<'_, B, M, R, D>,
     config: &TrajectoryConfig,
-    x0: Tensor<B::InnerBackend, 4>,
-    eps: Tensor<B::InnerBackend, 4>,
-    cond: &TextCond<B::InnerBackend>,
-    prompts: &[&str],
-    t: usize,
+    inputs: SftInputs<'_, B::InnerBackend>,
 ) -> Result<SftStep<B>, TrajectoryError>
 where
     B: AutodiffBackend,
@@ -370,7 +383,7 @@ where
     R: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let chosen = sft_select(models, config, x0, eps, cond, prompts, t)?;
+    let chosen = sft_select(models, config, inputs)?;
     let losses = path_losses(
         models.train,
         models.sampler,

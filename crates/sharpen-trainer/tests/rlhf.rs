@@ -7,8 +7,8 @@ use common::*;
 use sharpen_loss::RewardMargin;
 use sharpen_rewards::Reward;
 use sharpen_trainer::{
-    generate, rlhf_step, trajectory_timesteps, RlhfConfig, RlhfDraw, RlhfSelect, StepModels,
-    TrajectoryConfig,
+    generate, rlhf_step, trajectory_timesteps, RlhfConfig, RlhfDraw, RlhfInputs, RlhfSelect,
+    StepModels, TrajectoryConfig,
 };
 
 const PROMPTS: [&str; 2] = ["a", "b"];
@@ -60,13 +60,15 @@ fn step_renoised(
         &generation(),
         &TrajectoryConfig::default(),
         rlhf,
-        &cond(PROMPTS.len()),
-        None,
-        &PROMPTS,
-        RlhfDraw {
-            eps: tensor(eps(), [rows, 4, 2, 3]),
-            t: T,
-            renoise: renoise.map(|v| tensor(v, [rows, 4, 2, 3])),
+        RlhfInputs {
+            cond: &cond(PROMPTS.len()),
+            uncond: None,
+            prompts: &PROMPTS,
+            draw: RlhfDraw {
+                eps: tensor(eps(), [rows, 4, 2, 3]),
+                t: T,
+                renoise: renoise.map(|v| tensor(v, [rows, 4, 2, 3])),
+            },
         },
     )
     .unwrap();

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use sharpen_schedulers::SchedulerConfig;
 use sharpen_trainer::{
-    effective_steps, path_losses, rollout, sft_step, trajectory_timesteps, StepModels,
+    effective_steps, path_losses, rollout, sft_step, trajectory_timesteps, SftInputs, StepModels,
     TrajectoryConfig,
 };
 
@@ -97,11 +97,13 @@ fn sft(w: f32, detach: bool, t: usize) -> (f64, f64, Vec<usize>) {
     let step = sft_step::<AD, _, _, _>(
         &models,
         &config,
-        tensor(x0, [2, 4, 2, 3]),
-        tensor(eps, [rows, 4, 2, 3]),
-        &cond(prompts.len()),
-        &prompts,
-        t,
+        SftInputs {
+            x0: tensor(x0, [2, 4, 2, 3]),
+            eps: tensor(eps, [rows, 4, 2, 3]),
+            cond: &cond(prompts.len()),
+            prompts: &prompts,
+            t,
+        },
     )
     .unwrap();
     let loss = step.loss.clone().into_scalar() as f64;
