@@ -266,7 +266,6 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         eprintln!("dry run: configs in {}", o.out.display());
         return Ok(());
     }
-    let started = std::time::Instant::now();
     for (i, r) in runs.iter().enumerate() {
         if r.dir.join("pipeline/model_index.json").is_file() {
             eprintln!(
@@ -286,7 +285,12 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         }
         cargo_run("sharpen-train", &args)?;
     }
-    let train_s = started.elapsed().as_secs_f64();
+    let train_s = runs
+        .iter()
+        .map(|r| training_seconds(&r.dir))
+        .collect::<anyhow::Result<Vec<f64>>>()?
+        .iter()
+        .sum::<f64>();
     cargo_run(
         "sharpen-eval",
         &["compare", "--config", &compare.to_string_lossy()],
@@ -294,6 +298,24 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let report = std::fs::read_to_string(figures.join("compare.md"))
         .with_context(|| format!("reading {}", figures.join("compare.md").display()))?;
     write_results(o, &table, &report, train_s, &figures)
+}
+
+/// A finished run's training time: the last `elapsed_s` of its `metrics.jsonl` (which counts
+/// across resumes), so that an experiment spread over several invocations reports all of it.
+fn training_seconds(dir: &Path) -> anyhow::Result<f64> {
+    let path = dir.join("metrics.jsonl");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .with_context(|| format!("{} is empty", path.display()))?;
+    let row: serde_json::Value =
+        serde_json::from_str(last).with_context(|| format!("parsing {}", path.display()))?;
+    row["elapsed_s"]
+        .as_f64()
+        .with_context(|| format!("{}: no `elapsed_s` in its last line", path.display()))
 }
 
 fn write_results(
@@ -310,7 +332,7 @@ fn write_results(
     let page = format!(
         "# Shapes world: sharpening vs the baselines\n\n\
          Produced by `cargo xtask experiment shapes --seeds {} --queries {}` \
-         (training {:.0} min on this machine; every method starts from `{}`).\n\n\
+         (training {:.0} min on this machine, summed over the runs; every method starts from `{}`).\n\n\
          ## Training budget\n\n{plan}\n\
          ## Held-out results\n\n{report}\n\
          ![reward vs NFEs]({folder}/reward-vs-nfe.png)\n\n\
@@ -374,6 +396,24 @@ mod tests {
         dirs.sort();
         dirs.dedup();
         assert_eq!(dirs.len(), runs.len(), "one folder per run");
+    }
+
+    #[test]
+    fn training_time_is_the_last_elapsed_of_each_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("metrics.jsonl"),
+            "{\"step\":1,\"elapsed_s\":2.5}\n{\"step\":2,\"elapsed_s\":7.25}\n\n",
+        )
+        .unwrap();
+        assert_eq!(training_seconds(&dir).unwrap(), 7.25);
+        std::fs::write(dir.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
+        let err = training_seconds(&dir).unwrap_err().to_string();
+        assert!(err.contains("elapsed_s"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(training_seconds(&dir).is_err(), "a missing run is an error");
     }
 
     #[test]
