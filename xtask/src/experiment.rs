@@ -124,7 +124,7 @@ pub fn plan(o: &Options) -> anyhow::Result<Vec<Planned>> {
             o.batch_size * N * M
         );
     }
-    let mut rows: Vec<String> = [
+    let main: Vec<String> = [
         "standard",
         "ddpo",
         "diffusion-dpo",
@@ -134,50 +134,60 @@ pub fn plan(o: &Options) -> anyhow::Result<Vec<Planned>> {
     ]
     .map(String::from)
     .to_vec();
+    let mut ablations = Vec::new();
     if !o.no_ablations {
         for k in ABLATION {
-            rows.push(format!("sharpen-sft n={k}"));
+            ablations.push(format!("sharpen-sft n={k}"));
         }
         for k in ABLATION {
-            rows.push(format!("sharpen-sft m={k}"));
+            ablations.push(format!("sharpen-sft m={k}"));
         }
     }
+    // Seed by seed, the main rows before the ablations: an experiment stopped midway (and
+    // resumed later) has whole seeds of the main table first.
     let mut runs = Vec::new();
-    for row in &rows {
-        let (method, per_prompt, extra) = method_lines(row);
-        let per_step = per_prompt * o.batch_size;
-        let steps = if per_step == 0 || row.contains('=') {
-            sharpen_steps
-        } else {
-            o.queries / per_step
-        };
-        let validation_every = (steps / 4).max(1);
+    for rows in [&main, &ablations] {
         for seed in 0..o.seeds {
-            let name = format!("{}-s{seed}", row.replace([' ', '='], ""));
-            let dir = o.out.join(&name);
-            let config = format!(
-                "# Written by `cargo xtask experiment shapes`: row `{row}`, seed {seed}.\n\
-                 name = \"{name}\"\nmethod = \"{method}\"\nmodel = \"{model}\"\nreward = \"shapes\"\n\
-                 seed = {seed}\nsteps = {steps}\nbatch_size = {batch}\nresolution = 32\n\
-                 checkpoint_every = {validation_every}\n{extra}\
-                 [data]\nkind = \"shapes\"\nseed = {seed}\n\
-                 [optim]\nlr = {lr:e}\n\
-                 [validation]\ncount = 8\nseeds = 2\nguidance = 2.0\n",
-                model = o.model.display(),
-                batch = o.batch_size,
-                lr = learning_rate(method),
-            );
-            runs.push(Planned {
-                method: row.clone(),
-                seed,
-                dir,
-                steps,
-                queries_per_step: per_step,
-                config,
-            });
+            for row in rows {
+                runs.push(planned(o, row, seed, sharpen_steps));
+            }
         }
     }
     Ok(runs)
+}
+
+/// The run of `row` with training seed `seed`.
+fn planned(o: &Options, row: &str, seed: u64, sharpen_steps: usize) -> Planned {
+    let (method, per_prompt, extra) = method_lines(row);
+    let per_step = per_prompt * o.batch_size;
+    let steps = if per_step == 0 || row.contains('=') {
+        sharpen_steps
+    } else {
+        o.queries / per_step
+    };
+    let validation_every = (steps / 4).max(1);
+    let name = format!("{}-s{seed}", row.replace([' ', '='], ""));
+    let dir = o.out.join(&name);
+    let config = format!(
+        "# Written by `cargo xtask experiment shapes`: row `{row}`, seed {seed}.\n\
+         name = \"{name}\"\nmethod = \"{method}\"\nmodel = \"{model}\"\nreward = \"shapes\"\n\
+         seed = {seed}\nsteps = {steps}\nbatch_size = {batch}\nresolution = 32\n\
+         checkpoint_every = {validation_every}\n{extra}\
+         [data]\nkind = \"shapes\"\nseed = {seed}\n\
+         [optim]\nlr = {lr:e}\n\
+         [validation]\ncount = 8\nseeds = 2\nguidance = 2.0\n",
+        model = o.model.display(),
+        batch = o.batch_size,
+        lr = learning_rate(method),
+    );
+    Planned {
+        method: row.to_string(),
+        seed,
+        dir,
+        steps,
+        queries_per_step: per_step,
+        config,
+    }
 }
 
 /// The `sharpen-eval compare` config over the plan (the base model first, as the best-of-N
@@ -365,6 +375,14 @@ mod tests {
         let o = options(&[]);
         let runs = plan(&o).unwrap();
         assert_eq!(runs.len(), 14 * 3, "6 methods + 8 ablations, 3 seeds each");
+        let order: Vec<(&str, u64)> = runs.iter().map(|r| (r.method.as_str(), r.seed)).collect();
+        assert_eq!(order[5], ("sharpen-rlhf-gen", 0));
+        assert_eq!(order[6], ("standard", 1), "seed by seed");
+        assert_eq!(
+            order[18],
+            ("sharpen-sft n=1", 0),
+            "the ablations after the main rows"
+        );
         let budget = |row: &str| {
             let r = runs.iter().find(|r| r.method == row).unwrap();
             (r.steps, r.steps * r.queries_per_step)
