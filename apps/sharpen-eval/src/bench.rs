@@ -2,13 +2,15 @@
 //! style lists) scored by rewards of the zoo. Every model sees the same prompts and the same
 //! noise (seeds 0..N, and per candidate for best-of-N, whose verifier is the first reward).
 //! Writes bench.json and bench.md: rows = model x best-of-N, columns = each reward's mean over
-//! the prompts as the mean and 95% CI over seeds, and NFEs per image.
+//! the prompts as the mean and 95% CI over seeds, and NFEs per image; and reward-vs-nfe.png.
+//! `sharpen-eval compare` runs this when its config names a prompt file.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
+use sharpen_app::plot::{panel, Axes, Canvas, Series, PALETTE};
 use sharpen_pipeline::{candidate_seed, GenerateOptions, SdxlPipeline};
 use sharpen_rewards::{Reward, RewardSpec};
 use sharpen_schedulers::SamplerKind;
@@ -17,7 +19,7 @@ use sharpen_weights::LoadOptions;
 use crate::shapes::{progress, write};
 use crate::stats::{mean_ci, MeanCi};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct BenchArgs {
     /// A bench config (e.g. configs/bench/drawbench.toml): prompts, sampling, `[[model]]` and
     /// `[[reward]]` entries. Flags override its settings.
@@ -56,7 +58,7 @@ pub struct BenchArgs {
     /// Best-of-N sizes, e.g. 1,4.
     #[arg(long, value_delimiter = ',')]
     pub best_of: Option<Vec<usize>>,
-    /// Output folder: bench.json, bench.md.
+    /// Output folder: bench.json, bench.md, reward-vs-nfe.png.
     #[arg(long)]
     pub output: Option<PathBuf>,
 }
@@ -379,7 +381,56 @@ pub fn run<B: Backend>(args: &BenchArgs, device: B::Device) -> anyhow::Result<()
         &serde_json::to_string_pretty(&report).context("serialising the report")?,
     )?;
     write(&out.join("bench.md"), &table)?;
+    nfe_plot(&report, &out.join("reward-vs-nfe.png"))?;
+    eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// Every reward vs NFEs per image (log axis), one panel per reward: each model's best-of-N sizes
+/// as a curve (a point when it has one size), the paper's Figure 5 on a prompt file.
+pub fn nfe_plot(report: &BenchReport, out: &Path) -> anyhow::Result<()> {
+    const W: usize = 720;
+    const H: usize = 240;
+    let mut canvas = Canvas::new(W, H * report.reward_names.len());
+    let mut models: Vec<&str> = Vec::new();
+    for row in &report.rows {
+        if !models.contains(&row.model.as_str()) {
+            models.push(&row.model);
+        }
+    }
+    for (r, name) in report.reward_names.iter().enumerate() {
+        let series: Vec<Series> = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let points: Vec<(f64, f64)> = report
+                    .rows
+                    .iter()
+                    .filter(|row| row.model == *m)
+                    .map(|row| {
+                        (
+                            (row.nfe_per_image * row.best_of) as f64,
+                            row.rewards[r].mean,
+                        )
+                    })
+                    .collect();
+                let colour = PALETTE[i % PALETTE.len()];
+                if points.len() > 1 {
+                    Series::line(format!("{m} best-of-n"), colour, points)
+                } else {
+                    Series::points(*m, colour, points)
+                }
+            })
+            .collect();
+        let title = format!("{name} vs nfe");
+        let axes = Axes {
+            title: &title,
+            x_label: "nfe per image",
+            log_x: true,
+        };
+        panel(&mut canvas, r * H, H, axes, &series);
+    }
+    canvas.write_png(out)
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! columns = held-out accuracy, mean reward, NFEs per image; mean and 95% CI over every model
 //! and evaluation seed of a method) and two plots: reward vs inference NFEs on a log axis, where
 //! best-of-N of the base model is a curve and every other method a point (the paper's Figure
-//! 5), and reward vs training step per method (from the runs' `validation.jsonl`).
+//! 5), and reward vs training step per method (from the runs' `validation.jsonl`). Given a
+//! prompt-file config (DrawBench, T2I-CompBench style: `configs/bench/`), it runs `bench` on it:
+//! the same table and NFE plot over the reward zoo.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,13 +17,15 @@ use sharpen_app::plot::{panel, Axes, Canvas, Series, PALETTE};
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_weights::LoadOptions;
 
+use crate::bench::BenchArgs;
 use crate::shapes::{best_of_tally, progress, score_candidates, write, Setup, Tally};
 use crate::stats::{mean_ci, MeanCi};
 
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
     /// A comparison config (e.g. configs/eval/shapes.toml): the evaluation settings and
-    /// `[[method]]` entries. Flags override its settings.
+    /// `[[method]]` entries. Flags override its settings. A prompt-file config
+    /// (configs/bench/*.toml) is evaluated as `bench` does.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// A method as NAME=PATH[,PATH...] (pipeline folders, one per trained seed); repeatable, added
@@ -243,7 +247,51 @@ fn replot(config: &CompareConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When `--config` names a prompt-file config (`configs/bench/*.toml`: `prompts` a file,
+/// `[[model]]` and `[[reward]]` entries), the `bench` arguments that evaluate it; the shapes-only
+/// flags are refused by name.
+pub fn prompt_file_bench(args: &CompareArgs) -> anyhow::Result<Option<BenchArgs>> {
+    let Some(path) = &args.config else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: not TOML", path.display()))?;
+    let prompt_file = value.get("prompts").is_some_and(toml::Value::is_str)
+        || value.contains_key("model")
+        || value.contains_key("reward");
+    if !prompt_file {
+        return Ok(None);
+    }
+    let shapes_only = [
+        ("--method", !args.methods.is_empty()),
+        ("--base", args.base.is_some()),
+        ("--split", args.split.is_some()),
+        ("--prompts", args.prompts.is_some()),
+        ("--replot", args.replot),
+    ];
+    if let Some((flag, _)) = shapes_only.iter().find(|(_, given)| *given) {
+        bail!(
+            "{flag} is a shapes-world flag; {} is a prompt-file config (see `sharpen-eval bench --help` for its flags)",
+            path.display()
+        );
+    }
+    Ok(Some(BenchArgs {
+        config: Some(path.clone()),
+        seeds: args.seeds,
+        steps: args.steps,
+        guidance: args.guidance,
+        best_of: args.best_of.clone(),
+        output: args.output.clone(),
+        ..BenchArgs::default()
+    }))
+}
+
 pub fn run<B: Backend>(args: &CompareArgs, device: B::Device) -> anyhow::Result<()> {
+    if let Some(bench) = prompt_file_bench(args)? {
+        return crate::bench::run::<B>(&bench, device);
+    }
     let config = CompareConfig::resolve(args)?;
     if args.replot {
         return replot(&config);

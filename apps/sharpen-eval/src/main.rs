@@ -31,13 +31,15 @@ enum Job {
     Shapes(shapes::ShapesArgs),
     /// Several models and methods on the same shapes-world prompts and seeds: a table (Markdown
     /// and JSON) with 95% CIs, reward vs NFEs (best-of-N curve of the base model, the other
-    /// methods as points) and reward vs training step.
+    /// methods as points) and reward vs training step. A prompt-file config (configs/bench/)
+    /// is evaluated as `bench` does, with its NFE plot.
     Compare(compare::CompareArgs),
     /// One reward over a manifest of images and prompts (JSON lines in, the same lines with
     /// `score` out).
     Score(score::ScoreArgs),
     /// Models on a prompt file (DrawBench .csv, .txt, .jsonl) scored by rewards of the zoo, on
-    /// the same prompts and noise: a table with 95% CIs over seeds, best-of-N optional.
+    /// the same prompts and noise: a table with 95% CIs over seeds, best-of-N optional, and
+    /// reward vs NFEs.
     Bench(bench::BenchArgs),
 }
 

@@ -16,16 +16,16 @@ fn eval(args: &[&str]) -> std::process::Output {
         .expect("runs sharpen-eval")
 }
 
-#[test]
-fn bench_scores_models_on_a_prompt_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let prompts = tmp.path().join("bench.csv");
+/// A prompt file of three prompts and a bench config over it (the tiny pipeline, CLIP as the
+/// verifier, best of 1 and 2), writing to `tmp/out`.
+fn tiny_bench_config(tmp: &Path) -> std::path::PathBuf {
+    let prompts = tmp.join("bench.csv");
     std::fs::write(
         &prompts,
         "Prompts,Category\n\"a red circle, above a blue square\",Positional\na cat,Simple\na green triangle,Colors\n",
     )
     .unwrap();
-    let config = tmp.path().join("bench.toml");
+    let config = tmp.join("bench.toml");
     std::fs::write(
         &config,
         format!(
@@ -50,10 +50,17 @@ weights = "tests/fixtures/clip/openai-tiny"
 scale = 100.0
 "#,
             prompts.display(),
-            tmp.path().join("out").display()
+            tmp.join("out").display()
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn bench_scores_models_on_a_prompt_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_bench_config(tmp.path());
     let run = eval(&[
         "bench",
         "--config",
@@ -91,6 +98,38 @@ scale = 100.0
     assert_eq!(rows[0]["rewards"], rows[2]["rewards"]);
     assert!(clip(&rows[1]) >= clip(&rows[0]));
     assert!(tmp.path().join("out/bench.md").is_file());
+    assert_png(&tmp.path().join("out/reward-vs-nfe.png"));
+}
+
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", path.display());
+}
+
+#[test]
+fn compare_evaluates_a_prompt_file_config_like_bench() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_bench_config(tmp.path());
+    let run = eval(&[
+        "compare",
+        "--config",
+        config.to_str().unwrap(),
+        "--seeds",
+        "1",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("out/bench.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["config"]["seeds"], 1, "compare's flags apply");
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "1 model x best-of 1, 2");
+    assert_eq!(rows[1]["best_of"], 2);
+    assert_png(&tmp.path().join("out/reward-vs-nfe.png"));
 }
 
 #[test]
@@ -139,9 +178,27 @@ fn bench_configs_are_checked() {
         let err = String::from_utf8_lossy(&run.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    // The shipped example parses and validates; it stops at its placeholder prompt file.
-    let run = eval(&["bench", "--config", "configs/bench/drawbench.toml"]);
+    // The shipped example parses and validates; it stops at its placeholder prompt file, through
+    // `bench` and through `compare` alike; `compare`'s shapes-world flags are refused by name.
+    for job in ["bench", "compare"] {
+        let run = eval(&[job, "--config", "configs/bench/drawbench.toml"]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            err.contains("reading prompts data/drawbench.csv"),
+            "{job}: {err}"
+        );
+    }
+    let run = eval(&[
+        "compare",
+        "--config",
+        "configs/bench/drawbench.toml",
+        "--split",
+        "train",
+    ]);
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(err.contains("reading prompts data/drawbench.csv"), "{err}");
+    assert!(
+        !run.status.success() && err.contains("--split is a shapes-world flag"),
+        "{err}"
+    );
     drop(tmp);
 }
