@@ -270,8 +270,8 @@ pub struct TrainConfig {
     #[serde(default)]
     pub on_non_finite: OnNonFinite,
     /// Block-level gradient checkpointing of the UNet (recompute each resnet / transformer in
-    /// backward): a fraction of the activation memory for about 20% more time. Method
-    /// `standard` so far.
+    /// backward): a fraction of the activation memory for about 20% more time. Methods
+    /// `standard`, `sharpen-sft` and `sharpen-rlhf`, full or LoRA, in f32.
     #[serde(default)]
     pub gradient_checkpointing: bool,
     /// Train the two text encoders with the UNet (method `standard`; pretraining a small model).
@@ -460,7 +460,6 @@ impl TrainConfig {
                     Some("method autoencoder (it trains the VAE)")
                 }
                 _ if self.train_text_encoders => Some("train_text_encoders"),
-                _ if self.gradient_checkpointing => Some("gradient_checkpointing (not yet)"),
                 _ => None,
             };
             if let Some(what) = clash {

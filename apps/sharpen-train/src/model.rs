@@ -10,13 +10,14 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::Context;
-use burn::module::Module;
-use burn::tensor::backend::Backend;
-use burn::tensor::TensorData;
+use burn::module::{AutodiffModule, Module, ParamId};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, TensorData};
 use sdxl_text::SdxlTextEncoders;
 use sdxl_unet::UNet2DConditionModel;
 use sdxl_vae::AutoencoderKL;
 use sharpen_lora::{find_targets, Lora, LoraConfig};
+use sharpen_nn::cast_module;
 use sharpen_trainer::train::rng::RunRng;
 use sharpen_trainer::train::run_dir::RunDirError;
 use sharpen_weights::lora::{load_unet_lora, save_unet_lora, LoraLayout};
@@ -24,6 +25,9 @@ use sharpen_weights::text::load_sdxl_text_encoders;
 use sharpen_weights::unet::{load_unet, load_unet_config, save_unet, unet_checkpoint_key};
 use sharpen_weights::vae::load_vae;
 use sharpen_weights::LoadOptions;
+
+/// The UNet a step runs, and with adapters under checkpointing their weight ids.
+pub type StepUnet<'a, B> = (Cow<'a, UNet2DConditionModel<B>>, Option<Vec<ParamId>>);
 
 /// A part's folder, weights file name and tensors (checkpoint keys).
 type SavedPart = (&'static str, &'static str, Vec<(String, TensorData)>);
@@ -151,10 +155,6 @@ impl<B: Backend> Trainable<B> {
         Ok(())
     }
 
-    pub fn unet(&self) -> &UNet2DConditionModel<B> {
-        self.unet.as_ref().expect("this method trains the UNet")
-    }
-
     /// Writes the trained parts into `dir` as a pipeline folder names them. `source` is the
     /// pipeline the run started from: the text encoders' and VAE's `config.json` come from it
     /// (training changes weights, not configs).
@@ -206,6 +206,53 @@ impl<B: Backend> Trainable<B> {
             sharpen_weights::save_tensors(&out.join(file), &refs).map_err(|e| invalid(&e))?;
         }
         Ok(())
+    }
+}
+
+impl<B: AutodiffBackend> Trainable<B> {
+    /// The UNet a training step runs, in `compute` dtype when given: the trained one, or `base`
+    /// with the adapters merged (a graph to them; with `checkpointing`, as leaves, with the
+    /// adapters' weight ids to carry their gradients back).
+    pub fn step_unet(
+        &self,
+        base: Option<&UNet2DConditionModel<B>>,
+        compute: Option<DType>,
+        checkpointing: bool,
+    ) -> anyhow::Result<StepUnet<'_, B>> {
+        if let (true, Some(_), Some(base)) = (checkpointing, &self.lora, base) {
+            let (unet, ids) = self.leaf_merged(base, compute)?;
+            return Ok((Cow::Owned(unet), Some(ids)));
+        }
+        let unet = self.unet_with(base)?;
+        let unet = match compute {
+            Some(dtype) => Cow::Owned(cast_module(unet.into_owned(), dtype)),
+            None => unet,
+        };
+        Ok((unet, None))
+    }
+
+    /// For block-checkpointed steps with adapters: `base` with them merged in without a graph,
+    /// in `compute` dtype when given, every adapted weight a trainable leaf, and each adapter's
+    /// weight id (for [`Lora::grads_from_merged`]).
+    pub fn leaf_merged(
+        &self,
+        base: &UNet2DConditionModel<B>,
+        compute: Option<DType>,
+    ) -> anyhow::Result<(UNet2DConditionModel<B>, Vec<ParamId>)> {
+        let lora = self.lora.as_ref().context("no LoRA adapters to merge")?;
+        let merged = lora
+            .valid()
+            .merge(base.valid(), 1.0, &unet_checkpoint_key)
+            .context("merging the LoRA adapters")?;
+        let merged = match compute {
+            Some(dtype) => cast_module(merged, dtype),
+            None => merged,
+        };
+        lora.mark_adapted(
+            UNet2DConditionModel::from_inner(merged),
+            &unet_checkpoint_key,
+        )
+        .context("marking the adapted UNet weights")
     }
 }
 

@@ -1,7 +1,6 @@
 //! The training loop: models, data, one micro-batch at a time, optimizer steps, metrics,
 //! checkpoints, resume, Ctrl-C.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -317,14 +316,16 @@ pub fn run<B: AutodiffBackend>(
             Ok(latents.clone().expect("image methods encode their images"))
         };
 
-        // The UNet this step trains (LoRA: the base with the adapters merged, a graph to them).
-        let step_unet = (cfg.method != Method::Autoencoder)
-            .then(|| trainer.model().unet_with(base.as_ref()))
-            .transpose()?
-            .map(|unet| match compute {
-                Some(dtype) => Cow::Owned(cast_module(unet.into_owned(), dtype)),
-                None => unet,
-            });
+        // The UNet this step trains, and for LoRA under checkpointing its adapters' weight ids.
+        let (step_unet, lora_ids) = match cfg.method {
+            Method::Autoencoder => (None, None),
+            _ => {
+                let model = trainer.model();
+                let checkpointing = cfg.gradient_checkpointing;
+                let (unet, ids) = model.step_unet(base.as_ref(), compute, checkpointing)?;
+                (Some(unet), ids)
+            }
+        };
         let unet_now = || step_unet.as_deref().expect("UNet methods train the UNet");
         // The current weights without autograd, for rollouts (sharpening methods only).
         let sharpening = matches!(cfg.method, Method::SharpenSft | Method::SharpenRlhf);
@@ -346,10 +347,8 @@ pub fn run<B: AutodiffBackend>(
                 let input =
                     standard_input(&schedule, x0()?, eps.clone(), &timesteps, frozen_cond());
                 let eps = Tensor::<B, 4>::from_inner(eps);
-                let (value, grads) = trainer
-                    .model()
-                    .unet()
-                    .checkpointed_grads(input, |out| (out - eps).powi_scalar(2).mean());
+                let (value, grads) =
+                    unet_now().checkpointed_grads(input, |out| (out - eps).powi_scalar(2).mean());
                 // The UNet's gradients, keyed as the trained module names them.
                 (Computed::Grads(value, grads), None)
             }
@@ -500,7 +499,11 @@ pub fn run<B: AutodiffBackend>(
         }
         let grads = match computed {
             Computed::Graph(loss) => GradientsParams::from_grads(loss.backward(), trainer.model()),
-            Computed::Grads(_, grads) => grads,
+            Computed::Grads(_, mut grads) => match (&lora_ids, &trainer.model().lora) {
+                // The merged weights' gradients, carried to the adapters.
+                (Some(ids), Some(lora)) => lora.grads_from_merged(&mut grads, ids, 1.0),
+                _ => grads,
+            },
         };
         drop(step_unet);
         micro.push((value, stats));

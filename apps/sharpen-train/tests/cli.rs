@@ -5,7 +5,10 @@ use std::path::Path;
 
 mod common;
 
-use common::{config, metrics, ok, train, train_in, uninterrupted_and_resumed, workspace};
+use common::{
+    assert_same_training, config, metrics, ok, train, train_in, uninterrupted_and_resumed,
+    with_rlhf, workspace,
+};
 
 fn weights(run: &Path, step: &str) -> Vec<u8> {
     std::fs::read(
@@ -101,13 +104,6 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     ] {
         resumed_equals_uninterrupted(method, rlhf);
     }
-}
-
-/// Adds `lines` to the `[rlhf]` section of the config at `cfg`.
-fn with_rlhf(cfg: &Path, lines: &str) {
-    let text = std::fs::read_to_string(cfg).unwrap();
-    let text = text.replacen("[rlhf]\n", &format!("[rlhf]\n{lines}\n"), 1);
-    std::fs::write(cfg, text).unwrap();
 }
 
 fn resumed_equals_uninterrupted(method: &str, rlhf: &str) {
@@ -322,22 +318,6 @@ fn gradient_checkpointing_trains_like_plain_autodiff() {
     let ddpo = config(&ckpt_dir, "ddpo", "gradient_checkpointing = true");
     let out = train_in(&ddpo, &tmp.path().join("x"), &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("config field `gradient_checkpointing`"));
-}
-
-/// Two runs' metrics agree step by step on `keys` (within float rounding).
-fn assert_same_training(a: &Path, b: &Path, keys: &[&str]) {
-    let (a, b) = (metrics(a), metrics(b));
-    assert_eq!(a.len(), 3);
-    assert_eq!(b.len(), 3);
-    for (x, y) in a.iter().zip(&b) {
-        for key in keys {
-            let (u, v) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
-            assert!(
-                (u - v).abs() <= 1e-4 * u.abs().max(1e-3),
-                "{key}: {u} vs {v}"
-            );
-        }
-    }
 }
 
 fn file(run: &Path, rel: &str) -> Vec<u8> {

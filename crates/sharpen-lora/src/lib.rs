@@ -9,6 +9,7 @@
 //! `sharpen-weights`).
 
 mod config;
+mod leaves;
 mod merge;
 mod target;
 

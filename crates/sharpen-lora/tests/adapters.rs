@@ -218,3 +218,58 @@ fn gradients_reach_only_the_adapters() {
     // ff.net.2 took no part in the loss.
     assert!(lora.layers[2].lora_a.grad(&grads).is_none());
 }
+
+#[test]
+fn leaf_merged_gradients_carry_to_the_adapters_like_the_graph() {
+    use burn::module::AutodiffModule;
+    use burn::optim::GradientsParams;
+
+    let device = Default::default();
+    let toy = Toy::<AB>::new(&device).no_grad();
+    let lora = trained(&toy, 2, 3.0, &device);
+    let x = Tensor::<AB, 2>::random([3, 6], Distribution::Normal(0.0, 1.0), &device);
+    let img = Tensor::<AB, 4>::random([2, 3, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+    let loss = |m: &Toy<AB>| {
+        let h = m.to_q.forward(x.clone()).tanh();
+        m.ff.net_2.forward(h).powi_scalar(2).sum() + m.conv1.forward(img.clone()).sin().sum()
+    };
+    let scale = 0.7;
+
+    // The graph path: merged with autodiff, gradients straight to A and B.
+    let graph = lora.merge(toy.clone(), scale, &key).unwrap();
+    let grads = GradientsParams::from_grads(loss(&graph).backward(), &lora);
+
+    // The leaf path: merged without a graph, the adapted weights' gradients carried to A and B.
+    let merged = Toy::<AB>::from_inner(lora.valid().merge(toy.valid(), scale, &key).unwrap());
+    let (leaves, ids) = lora.mark_adapted(merged, &key).unwrap();
+    assert!(!leaves.to_q.bias.as_ref().unwrap().val().is_require_grad());
+    assert!(leaves.to_q.weight.val().is_require_grad());
+    let mut merged_grads = GradientsParams::from_grads(loss(&leaves).backward(), &leaves);
+    let carried = lora.grads_from_merged(&mut merged_grads, &ids, scale);
+
+    for layer in &lora.layers {
+        for param in [&layer.lora_a, &layer.lora_b] {
+            let want = grads.get::<B, 2>(param.id).expect("graph gradient");
+            let got = carried.get::<B, 2>(param.id).expect("carried gradient");
+            let scale = want.clone().abs().max().into_scalar();
+            assert!(
+                scale > 0.0,
+                "{}: a zero gradient proves nothing",
+                layer.target.name
+            );
+            let diff = max_diff(want, got);
+            assert!(
+                diff <= 1e-5 * scale.max(1.0),
+                "{}: {diff} (of {scale})",
+                layer.target.name
+            );
+        }
+    }
+    // Every adapted weight was found; a module without one is refused by name.
+    assert_eq!(ids.len(), 3);
+    let other = Toy::<AB>::new(&device).no_grad();
+    let mut foreign = trained(&other, 2, 3.0, &device);
+    foreign.layers[0].target.name = "to_k".into();
+    let err = foreign.mark_adapted(other, &key).unwrap_err().to_string();
+    assert!(err.contains("to_k"), "{err}");
+}

@@ -170,3 +170,26 @@ pub fn train_in(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     train(&args)
 }
+
+/// Adds `lines` to the config's `[rlhf]` section.
+pub fn with_rlhf(cfg: &Path, lines: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let text = text.replacen("[rlhf]\n", &format!("[rlhf]\n{lines}\n"), 1);
+    std::fs::write(cfg, text).unwrap();
+}
+
+/// Two runs' metrics agree step by step on `keys` (within float rounding).
+pub fn assert_same_training(a: &Path, b: &Path, keys: &[&str]) {
+    let (a, b) = (metrics(a), metrics(b));
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        for key in keys {
+            let (u, v) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!(
+                (u - v).abs() <= 1e-4 * u.abs().max(1e-3),
+                "{key}: {u} vs {v}"
+            );
+        }
+    }
+}
