@@ -271,7 +271,7 @@ pub struct TrainConfig {
     pub on_non_finite: OnNonFinite,
     /// Block-level gradient checkpointing of the UNet (recompute each resnet / transformer in
     /// backward): a fraction of the activation memory for about 20% more time. Methods
-    /// `standard`, `sharpen-sft` and `sharpen-rlhf`, full or LoRA, in f32.
+    /// `standard`, `sharpen-sft` and `sharpen-rlhf`, full or LoRA, at any `precision`.
     #[serde(default)]
     pub gradient_checkpointing: bool,
     /// Train the two text encoders with the UNet (method `standard`; pretraining a small model).
@@ -465,12 +465,6 @@ impl TrainConfig {
             if let Some(what) = clash {
                 return Err(field("lora", format!("cannot be combined with {what}")));
             }
-        }
-        if self.precision.compute_dtype().is_some() && self.gradient_checkpointing {
-            return Err(field(
-                "precision",
-                "bf16/f16 cannot be combined with gradient_checkpointing yet".into(),
-            ));
         }
         if self.cache.latents && self.method == Method::Autoencoder {
             return Err(field(

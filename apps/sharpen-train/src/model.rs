@@ -17,7 +17,7 @@ use sdxl_text::SdxlTextEncoders;
 use sdxl_unet::UNet2DConditionModel;
 use sdxl_vae::AutoencoderKL;
 use sharpen_lora::{find_targets, Lora, LoraConfig};
-use sharpen_nn::cast_module;
+use sharpen_nn::{cast_module, require_grad_all};
 use sharpen_trainer::train::rng::RunRng;
 use sharpen_trainer::train::run_dir::RunDirError;
 use sharpen_weights::lora::{load_unet_lora, save_unet_lora, LoraLayout};
@@ -212,7 +212,8 @@ impl<B: Backend> Trainable<B> {
 impl<B: AutodiffBackend> Trainable<B> {
     /// The UNet a training step runs, in `compute` dtype when given: the trained one, or `base`
     /// with the adapters merged (a graph to them; with `checkpointing`, as leaves, with the
-    /// adapters' weight ids to carry their gradients back).
+    /// adapters' weight ids to carry their gradients back). With `checkpointing` and `compute`,
+    /// a copy in that dtype whose weights are leaves (the caller casts their gradients to f32).
     pub fn step_unet(
         &self,
         base: Option<&UNet2DConditionModel<B>>,
@@ -222,6 +223,13 @@ impl<B: AutodiffBackend> Trainable<B> {
         if let (true, Some(_), Some(base)) = (checkpointing, &self.lora, base) {
             let (unet, ids) = self.leaf_merged(base, compute)?;
             return Ok((Cow::Owned(unet), Some(ids)));
+        }
+        if let (true, Some(dtype), Some(unet)) = (checkpointing, compute, &self.unet) {
+            // The tape collects its parameters' own gradients: a reduced-precision copy with
+            // the same ids, every weight a leaf (its gradients are cast back with `cast_grads`).
+            let cast = cast_module(unet.valid(), dtype);
+            let leaves = require_grad_all(UNet2DConditionModel::from_inner(cast));
+            return Ok((Cow::Owned(leaves), None));
         }
         let unet = self.unet_with(base)?;
         let unet = match compute {

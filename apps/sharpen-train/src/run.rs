@@ -9,9 +9,9 @@ use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use sdxl_unet::UNet2DConditionModel;
-use sharpen_nn::cast_module;
+use sharpen_nn::{cast_grads, cast_module};
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
@@ -502,6 +502,10 @@ pub fn run<B: AutodiffBackend>(
             Computed::Grads(_, mut grads) => match (&lora_ids, &trainer.model().lora) {
                 // The merged weights' gradients, carried to the adapters.
                 (Some(ids), Some(lora)) => lora.grads_from_merged(&mut grads, ids, 1.0),
+                _ if compute.is_some() => {
+                    cast_grads(trainer.model(), &mut grads, DType::F32);
+                    grads
+                }
                 _ => grads,
             },
         };

@@ -340,8 +340,11 @@ impl<B: AutodiffBackend> UNet2DConditionModel<B> {
         input: UNetInput<B::InnerBackend>,
         loss: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 1>,
     ) -> (Tensor<B::InnerBackend, 1>, GradientsParams) {
+        // The loss sees the output in the input's dtype (f32 under bf16 compute), as
+        // `forward`'s callers cast it.
+        let dtype = input.sample.dtype();
         let (out, tape) = self.forward_checkpointed(input);
-        let out = Tensor::<B, 4>::from_inner(out).require_grad();
+        let out = Tensor::<B, 4>::from_inner(out.cast(dtype)).require_grad();
         let value = loss(out.clone());
         let grads = value.backward();
         let grad_out = out
@@ -405,9 +408,16 @@ impl<B: AutodiffBackend> UNetTape<B> {
                 })
                 .collect();
             let out = run(unet, unit, leaves.clone(), &constants);
+            // (In the block's compute dtype: an f32 gradient of a bf16 output is cast to it.)
             let surrogate = match (out, grad_out) {
-                (Value::Map(o), Value::Map(g)) => (o * Tensor::from_inner(g)).sum(),
-                (Value::Emb(o), Value::Emb(g)) => (o * Tensor::from_inner(g)).sum(),
+                (Value::Map(o), Value::Map(g)) => {
+                    let g = Tensor::from_inner(g.cast(o.dtype()));
+                    (o * g).sum()
+                }
+                (Value::Emb(o), Value::Emb(g)) => {
+                    let g = Tensor::from_inner(g.cast(o.dtype()));
+                    (o * g).sum()
+                }
                 _ => unreachable!("gradients of one slot have one rank"),
             };
             let mut grads = surrogate.backward();

@@ -1,7 +1,8 @@
 //! Casting a whole module's parameters to one dtype (bf16/f16 compute on a GPU, say).
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::backend::Backend;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 
 struct Cast(DType);
@@ -18,6 +19,43 @@ impl<B: Backend> ModuleMapper<B> for Cast {
 /// without materialising an f32 copy; this is for modules built in memory (benchmarks, new heads).
 pub fn cast_module<B: Backend, M: Module<B>>(module: M, dtype: DType) -> M {
     module.map(&mut Cast(dtype))
+}
+
+struct RequireGrad;
+
+impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(true)
+    }
+}
+
+/// `module` with every float parameter a trainable leaf (for a copy lifted with `from_inner`,
+/// which starts frozen).
+pub fn require_grad_all<B: AutodiffBackend, M: Module<B>>(module: M) -> M {
+    module.map(&mut RequireGrad)
+}
+
+struct CastGrads<'a> {
+    grads: &'a mut GradientsParams,
+    dtype: DType,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for CastGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, grad.cast(self.dtype));
+        }
+    }
+}
+
+/// Casts the gradient of each of `module`'s parameters in `grads` to `dtype` (gradients of a
+/// reduced-precision copy with the same parameter ids, for f32 master weights).
+pub fn cast_grads<B: AutodiffBackend, M: Module<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    dtype: DType,
+) {
+    module.visit(&mut CastGrads { grads, dtype });
 }
 
 #[cfg(test)]
