@@ -83,8 +83,17 @@ pub fn plan<B: Backend>(
             .map(|l| (l.target.kind.out() * l.target.kind.fan_in()) as f64)
             .sum();
         parts.push(("merged adapted weights, per step".into(), merged * elem));
+        if cfg.gradient_checkpointing {
+            // The tape collects the merged weights' gradients before they reach A and B.
+            let label = "their gradients (checkpointing), per step";
+            parts.push((label.into(), merged * elem));
+        }
     } else if compute.is_some() && trained.unet.is_some() {
         parts.push(("UNet cast for the step".into(), unet_params * elem));
+        if cfg.gradient_checkpointing {
+            let label = "its gradients (checkpointing), per step";
+            parts.push((label.into(), unet_params * elem));
+        }
     }
     let (calls, rows) = graph(cfg);
     if calls > 0 {
