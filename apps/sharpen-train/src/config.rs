@@ -271,7 +271,7 @@ pub struct TrainConfig {
     pub on_non_finite: OnNonFinite,
     /// Block-level gradient checkpointing of the UNet (recompute each resnet / transformer in
     /// backward): a fraction of the activation memory for about 20% more time. Methods
-    /// `standard`, `sharpen-sft` and `sharpen-rlhf`, full or LoRA, at any `precision`.
+    /// that train the UNet, full or LoRA, at any `precision`.
     #[serde(default)]
     pub gradient_checkpointing: bool,
     /// Train the two text encoders with the UNet (method `standard`; pretraining a small model).
@@ -427,18 +427,10 @@ impl TrainConfig {
             ));
         }
         self.optim.validate().map_err(|m| field("optim", m))?;
-        if self.gradient_checkpointing
-            && !matches!(
-                self.method,
-                Method::Standard | Method::SharpenSft | Method::SharpenRlhf
-            )
-        {
+        if self.gradient_checkpointing && self.method == Method::Autoencoder {
             return Err(field(
                 "gradient_checkpointing",
-                format!(
-                    "supported by methods standard, sharpen-sft and sharpen-rlhf so far, not {:?}",
-                    self.method
-                ),
+                "checkpoints the UNet; method autoencoder trains the VAE".into(),
             ));
         }
         if self.train_text_encoders && self.method != Method::Standard {

@@ -11,13 +11,14 @@ use std::path::Path;
 
 use anyhow::Context;
 use burn::module::{AutodiffModule, Module, ParamId};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, TensorData};
 use sdxl_text::SdxlTextEncoders;
 use sdxl_unet::UNet2DConditionModel;
 use sdxl_vae::AutoencoderKL;
 use sharpen_lora::{find_targets, Lora, LoraConfig};
-use sharpen_nn::{cast_module, require_grad_all};
+use sharpen_nn::{cast_grads, cast_module, require_grad_all};
 use sharpen_trainer::train::rng::RunRng;
 use sharpen_trainer::train::run_dir::RunDirError;
 use sharpen_weights::lora::{load_unet_lora, save_unet_lora, LoraLayout};
@@ -237,6 +238,24 @@ impl<B: AutodiffBackend> Trainable<B> {
             None => unet,
         };
         Ok((unet, None))
+    }
+
+    /// The trained parts' gradients from a checkpointed step's (the tape collects those of the
+    /// UNet it ran, see [`Self::step_unet`]): with adapters (`lora_ids`), the merged weights'
+    /// carried to them; under reduced precision, cast to the f32 master weights.
+    pub fn tape_grads(
+        &self,
+        mut grads: GradientsParams,
+        lora_ids: Option<&[ParamId]>,
+    ) -> GradientsParams {
+        match (lora_ids, &self.lora) {
+            (Some(ids), Some(lora)) => lora.grads_from_merged(&mut grads, ids, 1.0),
+            _ => {
+                // A no-op for f32 gradients.
+                cast_grads(self, &mut grads, DType::F32);
+                grads
+            }
+        }
     }
 
     /// For block-checkpointed steps with adapters: `base` with them merged in without a graph,

@@ -9,17 +9,17 @@ use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use sdxl_unet::UNet2DConditionModel;
-use sharpen_nn::{cast_grads, cast_module};
+use sharpen_nn::cast_module;
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
 use sharpen_trainer::train::sync::Peer;
 use sharpen_trainer::{
-    ddpo_step, dpo_step, lift_cond, rlhf_grads, rlhf_step, sft_grads, sft_step, standard_input,
-    standard_loss, DdpoDraw, DpoDraw, RlhfDraw, RlhfInputs, SftInputs, StepModels, Trainer,
-    VaeDecoder,
+    ddpo_grads, ddpo_step, dpo_grads, dpo_step, lift_cond, rlhf_grads, rlhf_step, sft_grads,
+    sft_step, standard_input, standard_loss, DdpoDraw, DdpoInputs, DpoDraw, DpoInputs, RlhfDraw,
+    RlhfInputs, SftInputs, StepModels, Trainer, VaeDecoder,
 };
 use sharpen_weights::LoadOptions;
 
@@ -320,9 +320,8 @@ pub fn run<B: AutodiffBackend>(
         let (step_unet, lora_ids) = match cfg.method {
             Method::Autoencoder => (None, None),
             _ => {
-                let model = trainer.model();
-                let checkpointing = cfg.gradient_checkpointing;
-                let (unet, ids) = model.step_unet(base.as_ref(), compute, checkpointing)?;
+                let ckpt = cfg.gradient_checkpointing;
+                let (unet, ids) = trainer.model().step_unet(base.as_ref(), compute, ckpt)?;
                 (Some(unet), ids)
             }
         };
@@ -342,6 +341,8 @@ pub fn run<B: AutodiffBackend>(
                 .as_ref()
                 .expect("sharpening methods have a rollout model")
         };
+        // The empty prompt's conditioning per prompt, for guided generation.
+        let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
         let (computed, stats) = match cfg.method {
             Method::Standard if cfg.gradient_checkpointing => {
                 let input =
@@ -396,7 +397,6 @@ pub fn run<B: AutodiffBackend>(
                 (computed, Some(reward_stats(&rollout, trajectory.n)))
             }
             Method::SharpenRlhf => {
-                let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
                 let inputs = RlhfInputs {
                     cond: frozen_cond(),
                     uncond: uncond.as_ref(),
@@ -423,55 +423,69 @@ pub fn run<B: AutodiffBackend>(
                 (computed, Some(stats))
             }
             Method::DiffusionDpo => {
-                let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
-                let step = dpo_step(
-                    unet_now(),
-                    &pipe.unet,
-                    &decoder,
-                    reward.as_ref(),
-                    &generation,
-                    trajectory.n,
-                    &cfg.dpo(),
-                    frozen_cond(),
-                    uncond.as_ref(),
-                    &prompts,
-                    DpoDraw {
+                let inputs = DpoInputs {
+                    reward: reward.as_ref(),
+                    cond: frozen_cond(),
+                    uncond: uncond.as_ref(),
+                    prompts: &prompts,
+                    draw: DpoDraw {
                         noise: eps,
                         eps: pair_eps.expect("drawn for diffusion-dpo"),
                         t: timesteps[0],
                     },
-                )?;
-                (
-                    Computed::Graph(step.loss),
-                    Some(reward_stats(&step.rollout, trajectory.n)),
-                )
+                };
+                let (n, dpo) = (trajectory.n, cfg.dpo());
+                let (computed, rollout) = if cfg.gradient_checkpointing {
+                    let (v, g, r) = dpo_grads(
+                        unet_now(),
+                        &pipe.unet,
+                        &decoder,
+                        &generation,
+                        n,
+                        &dpo,
+                        inputs,
+                    )?;
+                    (Computed::Grads(v, g), r)
+                } else {
+                    let s = dpo_step(
+                        unet_now(),
+                        &pipe.unet,
+                        &decoder,
+                        &generation,
+                        n,
+                        &dpo,
+                        inputs,
+                    )?;
+                    (Computed::Graph(s.loss), s.rollout)
+                };
+                (computed, Some(reward_stats(&rollout, n)))
             }
             Method::Ddpo => {
-                let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
                 let (step_noise, train_steps) = ddpo_draw.expect("drawn for ddpo");
-                let step = ddpo_step(
-                    unet_now(),
-                    rollout_unet
-                        .as_ref()
-                        .expect("ddpo samples with the current weights"),
-                    &decoder,
-                    reward.as_ref(),
-                    &policy,
-                    trajectory.n,
-                    &cfg.ddpo(),
-                    frozen_cond(),
-                    uncond.as_ref(),
-                    &prompts,
-                    DdpoDraw {
+                let inputs = DdpoInputs {
+                    reward: reward.as_ref(),
+                    cond: frozen_cond(),
+                    uncond: uncond.as_ref(),
+                    prompts: &prompts,
+                    draw: DdpoDraw {
                         noise: eps,
                         step_noise,
                         train_steps,
                     },
-                )?;
-                (
-                    Computed::Graph(step.loss),
-                    Some(reward_stats(&step.rollout, trajectory.n)),
-                )
+                };
+                let current = rollout_unet
+                    .as_ref()
+                    .expect("ddpo samples with the current weights");
+                let (n, ddpo) = (trajectory.n, cfg.ddpo());
+                let (computed, rollout) = if cfg.gradient_checkpointing {
+                    let (v, g, r) =
+                        ddpo_grads(unet_now(), current, &decoder, &policy, n, &ddpo, inputs)?;
+                    (Computed::Grads(v, g), r)
+                } else {
+                    let s = ddpo_step(unet_now(), current, &decoder, &policy, n, &ddpo, inputs)?;
+                    (Computed::Graph(s.loss), s.rollout)
+                };
+                (computed, Some(reward_stats(&rollout, n)))
             }
         };
         let scalar = |t: Tensor<B::InnerBackend, 1>| {
@@ -499,15 +513,7 @@ pub fn run<B: AutodiffBackend>(
         }
         let grads = match computed {
             Computed::Graph(loss) => GradientsParams::from_grads(loss.backward(), trainer.model()),
-            Computed::Grads(_, mut grads) => match (&lora_ids, &trainer.model().lora) {
-                // The merged weights' gradients, carried to the adapters.
-                (Some(ids), Some(lora)) => lora.grads_from_merged(&mut grads, ids, 1.0),
-                _ if compute.is_some() => {
-                    cast_grads(trainer.model(), &mut grads, DType::F32);
-                    grads
-                }
-                _ => grads,
-            },
+            Computed::Grads(_, grads) => trainer.model().tape_grads(grads, lora_ids.as_deref()),
         };
         drop(step_unet);
         micro.push((value, stats));

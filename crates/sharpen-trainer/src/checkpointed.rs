@@ -9,12 +9,14 @@
 //! call's output and input (unless `detach_between_steps`, when each call stands alone).
 
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use sdxl_unet::{UNet2DConditionModel, UNetInput};
 use sharpen_loss::{path_loss, step_loss};
 use sharpen_schedulers::Sampler;
 
+use crate::ddpo::{ddpo_prepare, DdpoConfig, DdpoInputs};
+use crate::dpo::{dpo_prepare, sample_rollout, DpoConfig, DpoInputs};
 use crate::model::{EpsModel, LatentDecoder, TextCond};
 use crate::rlhf::{rlhf_prepare, RlhfConfig, RlhfInputs, RlhfStepValue};
 use crate::trajectory::{
@@ -168,4 +170,129 @@ where
         rollout: prepared.rollout,
         generation_scores: prepared.generation_scores,
     })
+}
+
+/// One UNet call of a checkpointed loss: input latents, timestep and conditioning.
+pub struct UNetCall<'a, B: Backend> {
+    pub x: Tensor<B, 4>,
+    pub t: usize,
+    pub cond: &'a TextCond<B>,
+}
+
+/// The value of `loss(outputs)` and its parameter gradients, where `outputs` are the UNet's
+/// predictions for `calls` (each in its input's dtype), with block recomputation: for losses
+/// that reach the UNet only through these outputs (no chain between the calls). The same
+/// numbers as the loss over `unet.forward` outputs differentiated by autodiff, up to rounding.
+pub fn checkpointed_calls_grads<B: AutodiffBackend>(
+    unet: &UNet2DConditionModel<B>,
+    calls: Vec<UNetCall<'_, B::InnerBackend>>,
+    loss: impl FnOnce(Vec<Tensor<B, 4>>) -> Tensor<B, 1>,
+) -> (Tensor<B::InnerBackend, 1>, GradientsParams) {
+    let mut leaves = Vec::with_capacity(calls.len());
+    let mut tapes = Vec::with_capacity(calls.len());
+    for call in calls {
+        let rows = call.x.dims()[0];
+        let dtype = call.x.dtype();
+        let device = call.x.device();
+        let (out, tape) = unet.forward_checkpointed(UNetInput {
+            sample: call.x,
+            timestep: Tensor::full([rows], call.t as f32, &device),
+            encoder_hidden_states: call.cond.context.clone(),
+            added_cond: call.cond.added.clone(),
+        });
+        leaves.push(Tensor::<B, 4>::from_inner(out.cast(dtype)).require_grad());
+        tapes.push(tape);
+    }
+    let value = loss(leaves.clone());
+    let grads = value.backward();
+    let mut total = GradientsParams::new();
+    for (leaf, tape) in leaves.iter().zip(tapes) {
+        if let Some(g) = leaf.grad(&grads) {
+            tape.backward_into(unet, g, &mut total);
+        }
+    }
+    (value.inner(), total)
+}
+
+/// [`dpo_step`](crate::dpo::dpo_step) with block checkpointing: the same samples, pairs and
+/// reference losses, then the trained model's call on the pairs differentiated through
+/// [`checkpointed_calls_grads`]. Returns the loss value, the UNet's gradients and the rollout.
+pub fn dpo_grads<B, Ref, D>(
+    unet: &UNet2DConditionModel<B>,
+    reference: &Ref,
+    decoder: &D,
+    generation: &Sampler,
+    n: usize,
+    config: &DpoConfig,
+    inputs: DpoInputs<'_, B::InnerBackend>,
+) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams, Rollout), TrajectoryError>
+where
+    B: AutodiffBackend,
+    Ref: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let prepared = dpo_prepare(reference, decoder, generation, n, config, inputs)?;
+    let call = UNetCall {
+        x: prepared.x_t.clone(),
+        t: prepared.t,
+        cond: &prepared.cond,
+    };
+    let target = Tensor::<B, 4>::from_inner(prepared.eps.clone());
+    let (value, grads) = checkpointed_calls_grads(unet, vec![call], |outputs| {
+        let eps_hat = outputs.into_iter().next().expect("one call");
+        prepared.loss(step_loss(eps_hat, target), config)
+    });
+    Ok((value, grads, prepared.rollout))
+}
+
+/// [`ddpo_step`](crate::ddpo::ddpo_step) with block checkpointing: the same sampling, rewards
+/// and advantages, then the training steps' (guided) predictions differentiated through
+/// [`checkpointed_calls_grads`]. Returns the loss value, the UNet's gradients and the rollout.
+pub fn ddpo_grads<B, R, D>(
+    unet: &UNet2DConditionModel<B>,
+    rollout: &R,
+    decoder: &D,
+    sampler: &Sampler,
+    n: usize,
+    config: &DdpoConfig,
+    inputs: DdpoInputs<'_, B::InnerBackend>,
+) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams, Rollout), TrajectoryError>
+where
+    B: AutodiffBackend,
+    R: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let prepared = ddpo_prepare(rollout, decoder, sampler, n, config, inputs)?;
+    let g = config.rollout_cfg;
+    // As `guided_eps`: the unconditional call only when guidance is on.
+    let uncond = prepared.uncond.as_ref().filter(|_| g != 1.0);
+    let mut calls = Vec::new();
+    for &i in &prepared.train_steps {
+        let (x, t) = (&prepared.states[i], prepared.timesteps[i] as usize);
+        calls.push(UNetCall {
+            x: x.clone(),
+            t,
+            cond: &prepared.cond,
+        });
+        if let Some(u) = uncond {
+            calls.push(UNetCall {
+                x: x.clone(),
+                t,
+                cond: u,
+            });
+        }
+    }
+    let per_step = if uncond.is_some() { 2 } else { 1 };
+    let (value, grads) = checkpointed_calls_grads(unet, calls, |outputs| {
+        let eps: Vec<Tensor<B, 4>> = outputs
+            .chunks(per_step)
+            .map(|c| match c {
+                [e, u] => u.clone() + (e.clone() - u.clone()).mul_scalar(g),
+                [e] => e.clone(),
+                _ => unreachable!("one or two calls per step"),
+            })
+            .collect();
+        prepared.loss(sampler, config, eps)
+    });
+    Ok((value, grads, sample_rollout(prepared.scores, n)))
 }

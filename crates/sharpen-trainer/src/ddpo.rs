@@ -48,38 +48,96 @@ pub struct DdpoDraw<B: Backend> {
     pub train_steps: Vec<usize>,
 }
 
-/// One DDPO step for a batch of prompts: sample n trajectories per prompt with the current
-/// weights (`rollout`, no graph) through `sampler` (DDIM with `config.eta`), keeping every state
-/// and each step's log-probability; score the final samples; normalise the rewards within each
-/// prompt; then recompute the chosen steps' log-probabilities with autograd (`train`) and
-/// average PPO's clipped objective over them.
-#[allow(clippy::too_many_arguments)]
-pub fn ddpo_step<B, M, R, D>(
-    train: &M,
-    rollout: &R,
-    decoder: &D,
-    reward: &dyn Reward<B::InnerBackend>,
+/// What one DDPO step works on: the reward of the final samples, each prompt's conditioning
+/// (and the empty prompt's, for the guided policy), the prompts the reward sees, and the draw.
+pub struct DdpoInputs<'a, B: Backend> {
+    pub reward: &'a dyn Reward<B>,
+    pub cond: &'a TextCond<B>,
+    pub uncond: Option<&'a TextCond<B>>,
+    pub prompts: &'a [&'a str],
+    pub draw: DdpoDraw<B>,
+}
+
+/// What a DDPO step samples without autograd: every state of the n trajectories per prompt,
+/// each step's log-probability under the sampling weights, the clipped per-prompt advantages,
+/// and the chosen training steps.
+pub(crate) struct DdpoPrepared<B: Backend> {
+    pub states: Vec<Tensor<B, 4>>,
+    old_log_probs: Vec<Tensor<B, 1>>,
+    advantages: Vec<f32>,
+    pub cond: TextCond<B>,
+    pub uncond: Option<TextCond<B>>,
+    pub timesteps: Vec<i64>,
+    stride: i64,
+    pub train_steps: Vec<usize>,
+    pub scores: Vec<f64>,
+}
+
+impl<B: Backend> DdpoPrepared<B> {
+    /// PPO's clipped objective averaged over the training steps, given each training step's
+    /// (guided) noise prediction with autograd, in `train_steps` order.
+    pub(crate) fn loss<AB: AutodiffBackend<InnerBackend = B>>(
+        &self,
+        sampler: &Sampler,
+        config: &DdpoConfig,
+        eps: Vec<Tensor<AB, 4>>,
+    ) -> Tensor<AB, 1> {
+        let device = self.states[0].device();
+        let advantages = Tensor::<AB, 1>::from_inner(Tensor::<B, 1>::from_floats(
+            self.advantages.as_slice(),
+            &device,
+        ));
+        let losses: Vec<Tensor<AB, 1>> = self
+            .train_steps
+            .iter()
+            .zip(eps)
+            .map(|(&i, eps)| {
+                let t = self.timesteps[i];
+                let log_prob = sampler.ddim_log_prob(
+                    t,
+                    t - self.stride,
+                    config.eta,
+                    eps,
+                    Tensor::from_inner(self.states[i].clone()),
+                    Tensor::from_inner(self.states[i + 1].clone()),
+                );
+                ppo_clip_loss(
+                    log_prob,
+                    Tensor::from_inner(self.old_log_probs[i].clone()),
+                    advantages.clone(),
+                    config.clip,
+                )
+                .mean()
+            })
+            .collect();
+        let k = losses.len() as f64;
+        Tensor::cat(losses, 0).sum().div_scalar(k)
+    }
+}
+
+/// The no-autograd part of [`ddpo_step`].
+pub(crate) fn ddpo_prepare<B: Backend>(
+    rollout: &impl EpsModel<B>,
+    decoder: &impl LatentDecoder<B>,
     sampler: &Sampler,
     n: usize,
     config: &DdpoConfig,
-    cond: &TextCond<B::InnerBackend>,
-    uncond: Option<&TextCond<B::InnerBackend>>,
-    prompts: &[&str],
-    draw: DdpoDraw<B::InnerBackend>,
-) -> Result<BaselineStep<B>, TrajectoryError>
-where
-    B: AutodiffBackend,
-    M: EpsModel<B>,
-    R: EpsModel<B::InnerBackend>,
-    D: LatentDecoder<B::InnerBackend>,
-{
+    inputs: DdpoInputs<'_, B>,
+) -> Result<DdpoPrepared<B>, TrajectoryError> {
+    let DdpoInputs {
+        reward,
+        cond,
+        uncond,
+        prompts,
+        draw:
+            DdpoDraw {
+                noise,
+                step_noise,
+                train_steps,
+            },
+    } = inputs;
     let rows = prompts.len() * n;
     let timesteps = sampler.timesteps().to_vec();
-    let DdpoDraw {
-        noise,
-        step_noise,
-        train_steps,
-    } = draw;
     if noise.dims()[0] != rows || cond.rows() != prompts.len() {
         return Err(TrajectoryError::Input(format!(
             "{} noise rows and {} condition rows for {} prompts x {n} samples",
@@ -129,46 +187,59 @@ where
         .into_iter()
         .map(|a| a.clamp(-config.adv_clip, config.adv_clip) as f32)
         .collect();
-    let device = states[0].device();
-    let advantages = Tensor::<B, 1>::from_floats(advantages.as_slice(), &device);
+    Ok(DdpoPrepared {
+        states,
+        old_log_probs,
+        advantages,
+        cond: rows_cond,
+        uncond: rows_uncond,
+        timesteps,
+        stride,
+        train_steps,
+        scores,
+    })
+}
 
-    // The policy objective on the chosen steps, with autograd.
-    let train_cond = lift_cond::<B>(&rows_cond);
-    let train_uncond = rows_uncond.as_ref().map(lift_cond::<B>);
-    let losses: Vec<Tensor<B, 1>> = train_steps
+/// One DDPO step for a batch of prompts: sample n trajectories per prompt with the current
+/// weights (`rollout`, no graph) through `sampler` (DDIM with `config.eta`), keeping every state
+/// and each step's log-probability; score the final samples; normalise the rewards within each
+/// prompt; then recompute the chosen steps' log-probabilities with autograd (`train`) and
+/// average PPO's clipped objective over them.
+pub fn ddpo_step<B, M, R, D>(
+    train: &M,
+    rollout: &R,
+    decoder: &D,
+    sampler: &Sampler,
+    n: usize,
+    config: &DdpoConfig,
+    inputs: DdpoInputs<'_, B::InnerBackend>,
+) -> Result<BaselineStep<B>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    M: EpsModel<B>,
+    R: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let prepared = ddpo_prepare(rollout, decoder, sampler, n, config, inputs)?;
+    let train_cond = lift_cond::<B>(&prepared.cond);
+    let train_uncond = prepared.uncond.as_ref().map(lift_cond::<B>);
+    let eps: Vec<Tensor<B, 4>> = prepared
+        .train_steps
         .iter()
         .map(|&i| {
-            let t = timesteps[i];
-            let x = Tensor::<B, 4>::from_inner(states[i].clone());
-            let eps = guided_eps(
+            guided_eps(
                 train,
-                x.clone(),
-                t as usize,
+                Tensor::from_inner(prepared.states[i].clone()),
+                prepared.timesteps[i] as usize,
                 &train_cond,
                 train_uncond.as_ref(),
-                g,
-            );
-            let log_prob = sampler.ddim_log_prob(
-                t,
-                t - stride,
-                config.eta,
-                eps,
-                x,
-                Tensor::from_inner(states[i + 1].clone()),
-            );
-            ppo_clip_loss(
-                log_prob,
-                Tensor::from_inner(old_log_probs[i].clone()),
-                advantages.clone(),
-                config.clip,
+                config.rollout_cfg,
             )
-            .mean()
         })
         .collect();
-    let k = losses.len() as f64;
-    let loss = Tensor::cat(losses, 0).sum().div_scalar(k);
+    let loss = prepared.loss(sampler, config, eps);
     Ok(BaselineStep {
         loss,
-        rollout: sample_rollout(scores, n),
+        rollout: sample_rollout(prepared.scores, n),
     })
 }

@@ -60,32 +60,68 @@ pub(crate) fn sample_rollout(scores: Vec<f64>, n: usize) -> Rollout {
     }
 }
 
-/// One Diffusion-DPO step for a batch of prompts: `reference` (the frozen base model) generates n
-/// samples per prompt (`generation`: deterministic DDIM), the reward ranks them, each prompt's
-/// best and worst form a pair, both are noised with the pair's eps at `t`, and the loss compares
-/// the trained model's and the reference's errors. Prompts whose samples all tie are skipped.
-#[allow(clippy::too_many_arguments)]
-pub fn dpo_step<B, M, Ref, D>(
-    train: &M,
-    reference: &Ref,
-    decoder: &D,
-    reward: &dyn Reward<B::InnerBackend>,
+/// What a Diffusion-DPO step computes without autograd: the pairs' noised latents (each
+/// prompt's winner, then each prompt's loser), their shared noise, conditioning, the reference's
+/// step losses and the ties.
+pub(crate) struct DpoPrepared<B: Backend> {
+    pub x_t: Tensor<B, 4>,
+    pub eps: Tensor<B, 4>,
+    pub cond: TextCond<B>,
+    pub t: usize,
+    refs: Tensor<B, 1>,
+    tie: Vec<bool>,
+    pub rollout: Rollout,
+}
+
+impl<B: Backend> DpoPrepared<B> {
+    /// The published loss (mean over prompts) from the trained model's step losses of the
+    /// chosen rows, winners then losers: [2 x prompts] -> scalar.
+    pub(crate) fn loss<AB: AutodiffBackend<InnerBackend = B>>(
+        &self,
+        losses: Tensor<AB, 1>,
+        config: &DpoConfig,
+    ) -> Tensor<AB, 1> {
+        let p = self.tie.len();
+        diffusion_dpo_loss(
+            losses.clone().narrow(0, 0, p),
+            losses.narrow(0, p, p),
+            Tensor::from_inner(self.refs.clone().narrow(0, 0, p)),
+            Tensor::from_inner(self.refs.clone().narrow(0, p, p)),
+            &self.tie,
+            config.beta,
+        )
+        .mean()
+    }
+}
+
+/// What one Diffusion-DPO step works on: the reward that ranks the reference's samples, each
+/// prompt's conditioning (and the empty prompt's, for guided generation), the prompts the
+/// reward sees, and the draw.
+pub struct DpoInputs<'a, B: Backend> {
+    pub reward: &'a dyn Reward<B>,
+    pub cond: &'a TextCond<B>,
+    pub uncond: Option<&'a TextCond<B>>,
+    pub prompts: &'a [&'a str],
+    pub draw: DpoDraw<B>,
+}
+
+/// The no-autograd part of [`dpo_step`].
+pub(crate) fn dpo_prepare<B: Backend>(
+    reference: &impl EpsModel<B>,
+    decoder: &impl LatentDecoder<B>,
     generation: &Sampler,
     n: usize,
     config: &DpoConfig,
-    cond: &TextCond<B::InnerBackend>,
-    uncond: Option<&TextCond<B::InnerBackend>>,
-    prompts: &[&str],
-    draw: DpoDraw<B::InnerBackend>,
-) -> Result<BaselineStep<B>, TrajectoryError>
-where
-    B: AutodiffBackend,
-    M: EpsModel<B>,
-    Ref: EpsModel<B::InnerBackend>,
-    D: LatentDecoder<B::InnerBackend>,
-{
+    inputs: DpoInputs<'_, B>,
+) -> Result<DpoPrepared<B>, TrajectoryError> {
+    let DpoInputs {
+        reward,
+        cond,
+        uncond,
+        prompts,
+        draw: DpoDraw { noise, eps, t },
+    } = inputs;
     let p = prompts.len();
-    let DpoDraw { noise, eps, t } = draw;
     if noise.dims()[0] != p * n || eps.dims()[0] != p || cond.rows() != p {
         return Err(TrajectoryError::Input(format!(
             "{} noise rows, {} eps rows and {} condition rows for {p} prompts x {n} samples",
@@ -124,19 +160,49 @@ where
     let x_t = add_noise(schedule, select_rows(samples, &chosen), eps2.clone(), t);
     let pair_cond = rows_cond.select_rows(&chosen);
     let refs = step_loss(reference.predict(x_t.clone(), t, &pair_cond), eps2.clone());
-    let losses = step_loss(
-        train.predict(Tensor::from_inner(x_t), t, &lift_cond::<B>(&pair_cond)),
-        Tensor::from_inner(eps2),
-    );
     let tie: Vec<bool> = rollout.selections.iter().map(|s| s.tie).collect();
-    let loss = diffusion_dpo_loss(
-        losses.clone().narrow(0, 0, p),
-        losses.narrow(0, p, p),
-        Tensor::from_inner(refs.clone().narrow(0, 0, p)),
-        Tensor::from_inner(refs.narrow(0, p, p)),
-        &tie,
-        config.beta,
-    )
-    .mean();
-    Ok(BaselineStep { loss, rollout })
+    Ok(DpoPrepared {
+        x_t,
+        eps: eps2,
+        cond: pair_cond,
+        t,
+        refs,
+        tie,
+        rollout,
+    })
+}
+
+/// One Diffusion-DPO step for a batch of prompts: `reference` (the frozen base model) generates n
+/// samples per prompt (`generation`: deterministic DDIM), the reward ranks them, each prompt's
+/// best and worst form a pair, both are noised with the pair's eps at `t`, and the loss compares
+/// the trained model's and the reference's errors. Prompts whose samples all tie are skipped.
+pub fn dpo_step<B, M, Ref, D>(
+    train: &M,
+    reference: &Ref,
+    decoder: &D,
+    generation: &Sampler,
+    n: usize,
+    config: &DpoConfig,
+    inputs: DpoInputs<'_, B::InnerBackend>,
+) -> Result<BaselineStep<B>, TrajectoryError>
+where
+    B: AutodiffBackend,
+    M: EpsModel<B>,
+    Ref: EpsModel<B::InnerBackend>,
+    D: LatentDecoder<B::InnerBackend>,
+{
+    let prepared = dpo_prepare(reference, decoder, generation, n, config, inputs)?;
+    let losses = step_loss(
+        train.predict(
+            Tensor::from_inner(prepared.x_t.clone()),
+            prepared.t,
+            &lift_cond::<B>(&prepared.cond),
+        ),
+        Tensor::from_inner(prepared.eps.clone()),
+    );
+    let loss = prepared.loss(losses, config);
+    Ok(BaselineStep {
+        loss,
+        rollout: prepared.rollout,
+    })
 }

@@ -14,9 +14,12 @@ pub mod standard;
 pub mod train;
 pub mod trajectory;
 
-pub use checkpointed::{checkpointed_path_grads, rlhf_grads, sft_grads};
-pub use ddpo::{ddpo_step, DdpoConfig, DdpoDraw};
-pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw};
+pub use checkpointed::{
+    checkpointed_calls_grads, checkpointed_path_grads, ddpo_grads, dpo_grads, rlhf_grads,
+    sft_grads, UNetCall,
+};
+pub use ddpo::{ddpo_step, DdpoConfig, DdpoDraw, DdpoInputs};
+pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw, DpoInputs};
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};
 pub use rlhf::{
     generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfInputs, RlhfSelect, RlhfStep,

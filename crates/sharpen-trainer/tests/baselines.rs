@@ -7,8 +7,8 @@ use common::*;
 use sharpen_rewards::Reward;
 use sharpen_schedulers::{Sampler, SamplerKind, SchedulerConfig};
 use sharpen_trainer::{
-    ddpo_step, dpo_step, generate, BaselineStep, DdpoConfig, DdpoDraw, DpoConfig, DpoDraw,
-    TrajectoryError,
+    ddpo_step, dpo_step, generate, BaselineStep, DdpoConfig, DdpoDraw, DdpoInputs, DpoConfig,
+    DpoDraw, DpoInputs, TrajectoryError,
 };
 
 const PROMPTS: [&str; 2] = ["a", "b"];
@@ -26,17 +26,19 @@ fn dpo(w: f32, config: &DpoConfig, reward: &dyn Reward<B>) -> (BaselineStep<AD>,
         &train,
         &Toy::<B>::new(W_REF),
         &SigmoidDecoder,
-        reward,
         &sampler(),
         N,
         config,
-        &cond(PROMPTS.len()),
-        None,
-        &PROMPTS,
-        DpoDraw {
-            noise: tensor(values(rows() * PER_ROW, 3), [rows(), 4, 2, 3]),
-            eps: tensor(values(PROMPTS.len() * PER_ROW, 4), [PROMPTS.len(), 4, 2, 3]),
-            t: T,
+        DpoInputs {
+            reward,
+            cond: &cond(PROMPTS.len()),
+            uncond: None,
+            prompts: &PROMPTS,
+            draw: DpoDraw {
+                noise: tensor(values(rows() * PER_ROW, 3), [rows(), 4, 2, 3]),
+                eps: tensor(values(PROMPTS.len() * PER_ROW, 4), [PROMPTS.len(), 4, 2, 3]),
+                t: T,
+            },
         },
     )
     .unwrap();
@@ -169,14 +171,16 @@ fn ddpo(
         &train,
         &Toy::<B>::new(W_REF),
         &SigmoidDecoder,
-        reward,
         &policy_sampler(),
         N,
         config,
-        &cond(PROMPTS.len()),
-        None,
-        &PROMPTS,
-        draw,
+        DdpoInputs {
+            reward,
+            cond: &cond(PROMPTS.len()),
+            uncond: None,
+            prompts: &PROMPTS,
+            draw,
+        },
     )?;
     Ok((out, train))
 }

@@ -179,8 +179,8 @@ pub fn with_rlhf(cfg: &Path, lines: &str) {
 }
 
 /// Two runs' metrics agree step by step on `keys` (within float rounding).
-pub fn assert_same_training(a: &Path, b: &Path, keys: &[&str]) {
-    let (a, b) = (metrics(a), metrics(b));
+pub fn assert_same_training(a_dir: &Path, b_dir: &Path, keys: &[&str]) {
+    let (a, b) = (metrics(a_dir), metrics(b_dir));
     assert_eq!(a.len(), 3);
     assert_eq!(b.len(), 3);
     for (x, y) in a.iter().zip(&b) {
@@ -188,7 +188,9 @@ pub fn assert_same_training(a: &Path, b: &Path, keys: &[&str]) {
             let (u, v) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
             assert!(
                 (u - v).abs() <= 1e-4 * u.abs().max(1e-3),
-                "{key}: {u} vs {v}"
+                "{key}: {u} vs {v} ({} vs {})",
+                a_dir.display(),
+                b_dir.display()
             );
         }
     }
