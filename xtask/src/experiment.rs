@@ -294,6 +294,12 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             args.extend(["--resume", "latest"]);
         }
         cargo_run("sharpen-train", &args)?;
+        if !r.dir.join("pipeline/model_index.json").is_file() {
+            bail!(
+                "{}: sharpen-train stopped before the end of the run; run the command again to resume it",
+                r.dir.display()
+            );
+        }
     }
     let train_s = runs
         .iter()

@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     type Cuda = burn::backend::Autodiff<sharpen_app::CudaBackend>;
     // A dry run plans one peer's share (the batch is per device).
     let peers = if options.dry_run { 1 } else { group.len() };
-    match (device, peers) {
+    let result = match (device, peers) {
         (ResolvedDevice::Cpu, 1) => run::run::<Cpu>(
             &options,
             Default::default(),
@@ -160,5 +160,11 @@ fn main() -> anyhow::Result<()> {
                 .collect();
             parallel::data_parallel::<Cuda>(&options, devices)
         }
+    };
+    // Ctrl-C saved a checkpoint and stopped early: say so in the exit status (128 + SIGINT, as
+    // shells do), so that scripts do not take the run for finished.
+    if result.is_ok() && run::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::process::exit(130);
     }
+    result
 }

@@ -29,7 +29,7 @@ use crate::data::{image_tensor, Source};
 use crate::model::Trainable;
 use crate::setup::{autoencoder_loss, encode, open_trainer, plot, reward, reward_stats};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 pub struct RunOptions {
     pub config: TrainConfig,

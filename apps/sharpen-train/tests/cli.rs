@@ -495,3 +495,48 @@ fn dry_run_checks_and_plans_without_writing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/folder"));
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "standard", "");
+    let run = tmp.path().join("run");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sharpen-train"))
+        .args(["--config", cfg.to_str().unwrap(), "--output-dir"])
+        .arg(&run)
+        .args(["--steps", "100000"])
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs sharpen-train");
+    // Interrupt once it has trained a step.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |t| t.is_empty()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "stopped before training"
+        );
+        assert!(std::time::Instant::now() < deadline, "no step within 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at step"), "{err}");
+    let step = metrics(&run).len();
+    assert!(
+        run.join("checkpoints/latest").is_file(),
+        "a checkpoint was saved"
+    );
+    // It resumes from there to its end (exit 0).
+    let more = (step + 1).to_string();
+    let resumed = train_in(&cfg, &run, &["--resume", "latest", "--steps", &more]);
+    ok(&resumed);
+    assert_eq!(metrics(&run).len(), step + 1);
+}
