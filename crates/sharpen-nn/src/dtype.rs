@@ -42,8 +42,15 @@ struct CastGrads<'a> {
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for CastGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register(param.id, grad.cast(self.dtype));
+        // Gradients already in `dtype` (an f32 step) are left alone: no per-step work.
+        let stale = self
+            .grads
+            .get::<B::InnerBackend, D>(param.id)
+            .is_some_and(|g| g.dtype() != self.dtype);
+        if stale {
+            if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                self.grads.register(param.id, grad.cast(self.dtype));
+            }
         }
     }
 }
