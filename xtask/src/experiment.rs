@@ -49,8 +49,8 @@ pub struct Options {
     /// Write the configs and the plan, train and evaluate nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Training runs at a time (the CPU backend keeps about one core busy per run). With more
-    /// than one, each run's output goes to `<run>.log` beside its folder.
+    /// Training runs (and evaluated models) at a time: the CPU backend keeps about one core busy
+    /// per run. With more than one, each run's output goes to `<run>.log` beside its folder.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
 }
@@ -319,7 +319,13 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         .sum::<f64>();
     cargo_run(
         "sharpen-eval",
-        &["compare", "--config", &compare.to_string_lossy()],
+        &[
+            "compare",
+            "--config",
+            &compare.to_string_lossy(),
+            "--jobs",
+            &o.jobs.to_string(),
+        ],
         None,
     )?;
     let report = std::fs::read_to_string(figures.join("compare.md"))

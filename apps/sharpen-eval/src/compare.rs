@@ -18,6 +18,7 @@ use sharpen_pipeline::SdxlPipeline;
 use sharpen_weights::LoadOptions;
 
 use crate::bench::BenchArgs;
+use crate::parallel::map_jobs;
 use crate::shapes::{best_of_tally, progress, score_candidates, write, Setup, Tally};
 use crate::stats::{mean_ci, MeanCi};
 
@@ -52,6 +53,10 @@ pub struct CompareArgs {
     /// Output folder: compare.json, compare.md, reward-vs-nfe.png, reward-vs-step.png.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Models evaluated at a time (the CPU backend keeps about one core busy per model); the
+    /// results are the same for any number.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
     /// Redraw the plots from the output folder's compare.json (and the runs' validation.jsonl)
     /// without evaluating anything.
     #[arg(long)]
@@ -270,6 +275,7 @@ pub fn prompt_file_bench(args: &CompareArgs) -> anyhow::Result<Option<BenchArgs>
         ("--split", args.split.is_some()),
         ("--prompts", args.prompts.is_some()),
         ("--replot", args.replot),
+        ("--jobs", args.jobs != 1),
     ];
     if let Some((flag, _)) = shapes_only.iter().find(|(_, given)| *given) {
         bail!(
@@ -309,9 +315,23 @@ pub fn run<B: Backend>(args: &CompareArgs, device: B::Device) -> anyhow::Result<
         })
         .sum();
     let bar = progress(images);
+    // Every (method, model), `jobs` at a time; the scores come back in this order.
+    let units: Vec<(usize, &Path)> = config
+        .methods
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| m.models.iter().map(move |p| (i, p.as_path())))
+        .collect();
+    let scores = map_jobs(args.jobs, &units, |&(i, model)| {
+        let method = &config.methods[i];
+        let candidates = if method.name == base { max_n } else { 1 };
+        let pipe = SdxlPipeline::<B>::load(model, &LoadOptions::default(), &device)
+            .with_context(|| format!("method `{}`: loading {}", method.name, model.display()))?;
+        score_candidates(&pipe, setup, &scenes, config.seeds, candidates, &bar)
+    })?;
+    let mut scores = scores.into_iter();
     let mut rows = Vec::new();
     for method in &config.methods {
-        let candidates = if method.name == base { max_n } else { 1 };
         // tallies[best-of index] over models x seeds.
         let sizes: Vec<usize> = if method.name == base {
             config.best_of.clone()
@@ -319,13 +339,8 @@ pub fn run<B: Backend>(args: &CompareArgs, device: B::Device) -> anyhow::Result<
             vec![1]
         };
         let mut tallies: Vec<Vec<Tally>> = vec![Vec::new(); sizes.len()];
-        for model in &method.models {
-            let pipe = SdxlPipeline::<B>::load(model, &LoadOptions::default(), &device)
-                .with_context(|| {
-                    format!("method `{}`: loading {}", method.name, model.display())
-                })?;
-            let scores = score_candidates(&pipe, setup, &scenes, config.seeds, candidates, &bar)?;
-            for seed in &scores {
+        for model_scores in scores.by_ref().take(method.models.len()) {
+            for seed in &model_scores {
                 for (k, &n) in sizes.iter().enumerate() {
                     tallies[k].push(best_of_tally(&scenes, seed, n));
                 }

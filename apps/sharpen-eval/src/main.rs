@@ -5,6 +5,7 @@
 
 mod bench;
 mod compare;
+mod parallel;
 mod score;
 mod shapes;
 mod stats;

@@ -188,17 +188,19 @@ fn bench_configs_are_checked() {
             "{job}: {err}"
         );
     }
-    let run = eval(&[
-        "compare",
-        "--config",
-        "configs/bench/drawbench.toml",
-        "--split",
-        "train",
-    ]);
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        !run.status.success() && err.contains("--split is a shapes-world flag"),
-        "{err}"
-    );
+    for (flag, value) in [("--split", "train"), ("--jobs", "2")] {
+        let run = eval(&[
+            "compare",
+            "--config",
+            "configs/bench/drawbench.toml",
+            flag,
+            value,
+        ]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains(&format!("{flag} is a shapes-world flag")),
+            "{err}"
+        );
+    }
     drop(tmp);
 }

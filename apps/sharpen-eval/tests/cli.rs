@@ -174,6 +174,28 @@ runs = ["{}"]
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
     }
 
+    // Two models at a time: the same table (the rows in the same order).
+    let out2 = tmp.path().join("cmp2");
+    let result = eval(&[
+        "compare",
+        "--config",
+        config.to_str().unwrap(),
+        "--method",
+        &twice,
+        "--jobs",
+        "2",
+        "--output",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let report2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out2.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(report2["rows"], report["rows"]);
+
     // --replot redraws from compare.json without evaluating (a missing model would fail).
     std::fs::remove_file(out.join("reward-vs-nfe.png")).unwrap();
     let replot = eval(&["compare", "--config", config.to_str().unwrap(), "--replot"]);
