@@ -14,6 +14,7 @@ mod run;
 mod samples;
 mod sections;
 mod setup;
+mod step;
 
 use std::path::PathBuf;
 

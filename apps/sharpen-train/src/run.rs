@@ -9,25 +9,22 @@ use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use sdxl_unet::UNet2DConditionModel;
 use sharpen_nn::cast_module;
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_schedulers::{Sampler, SamplerKind};
 use sharpen_trainer::train::run_dir::{write_atomic, RunDir};
 use sharpen_trainer::train::sync::Peer;
-use sharpen_trainer::{
-    ddpo_grads, ddpo_step, dpo_grads, dpo_step, lift_cond, rlhf_grads, rlhf_step, sft_grads,
-    sft_step, standard_input, standard_loss, DdpoDraw, DdpoInputs, DpoDraw, DpoInputs, RlhfDraw,
-    RlhfInputs, SftInputs, StepModels, Trainer, VaeDecoder,
-};
+use sharpen_trainer::{Trainer, VaeDecoder};
 use sharpen_weights::LoadOptions;
 
 use crate::cached::Caches;
-use crate::config::{Method, OnNonFinite, Renoise, TrainConfig};
+use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::data::{image_tensor, Source};
 use crate::model::Trainable;
-use crate::setup::{autoencoder_loss, encode, open_trainer, plot, reward, reward_stats};
+use crate::setup::{encode, open_trainer, plot, reward};
+use crate::step::{Computed, Kit, Rows};
 
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -38,12 +35,6 @@ pub struct RunOptions {
     pub resume: Option<String>,
     /// Check everything and print the plan; train nothing, write nothing.
     pub dry_run: bool,
-}
-
-/// A micro-batch's loss with its graph, or (block checkpointing) its value and gradients.
-enum Computed<B: AutodiffBackend> {
-    Graph(Tensor<B, 1>),
-    Grads(Tensor<B::InnerBackend, 1>, GradientsParams),
 }
 
 /// Trains as `peer` of a data-parallel group (alone: a plain run). Every peer draws the whole
@@ -87,7 +78,6 @@ pub fn run<B: AutodiffBackend>(
     if main && opts.resume.is_some() {
         run.truncate_metrics(trainer.state.step)?;
     }
-    let trajectory = cfg.trajectory;
     let rlhf = cfg.rlhf();
     let sampler = Sampler::new(SamplerKind::Ddim { eta: 0.0 }, &pipe.scheduler, 25);
     let generation = Sampler::new(
@@ -200,8 +190,20 @@ pub fn run<B: AutodiffBackend>(
     // This peer's rows of the group's batch.
     let global = cfg.batch_size * world;
     let mine = rank * cfg.batch_size..(rank + 1) * cfg.batch_size;
-    let slice = |values: Vec<f32>, per_item: usize| {
-        values[mine.start * per_item..mine.end * per_item].to_vec()
+    let rows = Rows {
+        global,
+        mine: mine.clone(),
+        channels: latent_channels,
+        side: latent,
+    };
+    let kit = Kit {
+        cfg,
+        pipe: &pipe,
+        decoder: &decoder,
+        reward: reward.as_ref(),
+        sampler: &sampler,
+        generation: &generation,
+        policy: &policy,
     };
 
     while trainer.state.step < cfg.steps {
@@ -222,67 +224,14 @@ pub fn run<B: AutodiffBackend>(
             .zip(&dropped[mine.clone()])
             .map(|(p, dropped)| if *dropped { "" } else { *p })
             .collect();
-        let per_item = match cfg.method {
-            Method::Standard | Method::Autoencoder => 1,
-            _ => trajectory.n,
-        };
-        let rows = cfg.batch_size * per_item;
-        let per_row = latent_channels * latent * latent;
-        let rows_per_item = per_item * per_row;
-        let eps_values = slice(rng.normals(global * rows_per_item), rows_per_item);
-        let timesteps: Vec<usize> = match cfg.method {
-            Method::Standard => {
-                let all: Vec<usize> = (0..global).map(|_| rng.below(1000)).collect();
-                all[mine.clone()].to_vec()
-            }
-            Method::Autoencoder => Vec::new(),
-            _ => vec![rng.below(trajectory.timestep_bound(schedule.num_train_timesteps()))],
-        };
-        let latents = |values: Vec<f32>, rows: usize| {
-            Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(values, [rows, latent_channels, latent, latent]),
-                &device,
-            )
-        };
-        // The baselines' further draws: Diffusion-DPO's pair noise; DDPO's step noises and the
-        // steps that get a gradient.
-        let pair_eps = (cfg.method == Method::DiffusionDpo).then(|| {
-            latents(
-                slice(rng.normals(global * per_row), per_row),
-                cfg.batch_size,
-            )
-        });
-        let ddpo_draw = (cfg.method == Method::Ddpo).then(|| {
-            let steps = cfg.rlhf.generation_steps;
-            let step_noise = (0..steps)
-                .map(|_| {
-                    latents(
-                        slice(rng.normals(global * rows_per_item), rows_per_item),
-                        rows,
-                    )
-                })
-                .collect();
-            let mut order: Vec<usize> = (0..steps).collect();
-            let k = cfg.ddpo.train_timesteps.min(steps);
-            for i in 0..k {
-                let j = i + rng.below(steps - i);
-                order.swap(i, j);
-            }
-            order.truncate(k);
-            order.sort_unstable();
-            (step_noise, order)
-        });
-        // RLHF with `renoise = "fresh"`: the re-noising noise, drawn after everything else (runs
-        // with the default draw exactly what they drew before).
-        let renoise = (cfg.method == Method::SharpenRlhf && cfg.rlhf.renoise == Renoise::Fresh)
-            .then(|| {
-                latents(
-                    slice(rng.normals(global * rows_per_item), rows_per_item),
-                    rows,
-                )
-            });
-        let eps = latents(eps_values, rows);
-        // Frozen text encoders: conditioning without a graph. Trained ones: encoded below, with one.
+        let draw = crate::step::draw::<B::InnerBackend>(
+            cfg,
+            rng,
+            &rows,
+            schedule.num_train_timesteps(),
+            &device,
+        );
+        // Frozen text encoders: conditioning without a graph. Trained ones: encoded in the step.
         let cond = match cfg.method {
             Method::Autoencoder => None,
             _ if cfg.train_text_encoders => None,
@@ -294,27 +243,25 @@ pub fn run<B: AutodiffBackend>(
                 &device,
             )?),
         };
-        let frozen_cond = || cond.as_ref().expect("frozen text encoders");
         let images = || -> anyhow::Result<Vec<&[u8]>> {
             examples
                 .iter()
                 .map(|e| e.image.as_deref().context("this method needs images"))
                 .collect()
         };
-        let pixels = || -> anyhow::Result<Tensor<B::InnerBackend, 4>> {
-            Ok(image_tensor::<B::InnerBackend>(
-                &images()?,
-                cfg.resolution,
-                &device,
-            ))
-        };
-        // The images' latents (from the cache when it holds them).
-        let latents = matches!(cfg.method, Method::Standard | Method::SharpenSft)
+        // The images' latents (from the cache when it holds them), or the images themselves.
+        let x0 = matches!(cfg.method, Method::Standard | Method::SharpenSft)
             .then(|| caches.latents(&pipe.vae, &images()?, cfg.resolution, &device))
             .transpose()?;
-        let x0 = || -> anyhow::Result<Tensor<B::InnerBackend, 4>> {
-            Ok(latents.clone().expect("image methods encode their images"))
-        };
+        let pixels = (cfg.method == Method::Autoencoder)
+            .then(|| -> anyhow::Result<_> {
+                Ok(image_tensor::<B::InnerBackend>(
+                    &images()?,
+                    cfg.resolution,
+                    &device,
+                ))
+            })
+            .transpose()?;
 
         // The UNet this step trains, and for LoRA under checkpointing its adapters' weight ids.
         let (step_unet, lora_ids) = match cfg.method {
@@ -325,169 +272,18 @@ pub fn run<B: AutodiffBackend>(
                 (Some(unet), ids)
             }
         };
-        let unet_now = || step_unet.as_deref().expect("UNet methods train the UNet");
-        // The current weights without autograd, for rollouts (sharpening methods only).
-        let sharpening = matches!(cfg.method, Method::SharpenSft | Method::SharpenRlhf);
-        let rollout_unet = (sharpening || cfg.method == Method::Ddpo).then(|| unet_now().valid());
-        let models = rollout_unet.as_ref().map(|rollout| StepModels {
-            train: unet_now(),
-            rollout,
-            decoder: &decoder,
-            reward: reward.as_ref(),
-            sampler: &sampler,
-        });
-        let models = || {
-            models
-                .as_ref()
-                .expect("sharpening methods have a rollout model")
-        };
-        // The empty prompt's conditioning per prompt, for guided generation.
         let uncond = empty.as_ref().map(|e| e.repeat_rows(prompts.len()));
-        let (computed, stats) = match cfg.method {
-            Method::Standard if cfg.gradient_checkpointing => {
-                let input =
-                    standard_input(&schedule, x0()?, eps.clone(), &timesteps, frozen_cond());
-                let eps = Tensor::<B, 4>::from_inner(eps);
-                let (value, grads) =
-                    unet_now().checkpointed_grads(input, |out| (out - eps).powi_scalar(2).mean());
-                // The UNet's gradients, keyed as the trained module names them.
-                (Computed::Grads(value, grads), None)
-            }
-            Method::Standard => {
-                let cond = match &trainer.model().text_encoders {
-                    Some(encoders) => {
-                        encode(encoders, &pipe.tokenizers, &unet_prompts, cfg.resolution)?
-                    }
-                    None => lift_cond::<B>(frozen_cond()),
-                };
-                let loss = standard_loss(
-                    unet_now(),
-                    &schedule,
-                    Tensor::from_inner(x0()?),
-                    Tensor::from_inner(eps),
-                    &timesteps,
-                    &cond,
-                );
-                (Computed::Graph(loss), None)
-            }
-            Method::Autoencoder => {
-                let vae = trainer
-                    .model()
-                    .vae
-                    .as_ref()
-                    .expect("autoencoder trains the VAE");
-                let loss = autoencoder_loss(vae, pixels()?, eps, cfg.kl_weight);
-                (Computed::Graph(loss), None)
-            }
-            Method::SharpenSft => {
-                let inputs = SftInputs {
-                    x0: x0()?,
-                    eps,
-                    cond: frozen_cond(),
-                    prompts: &prompts,
-                    t: timesteps[0],
-                };
-                let (computed, rollout) = if cfg.gradient_checkpointing {
-                    let (value, grads, rollout) = sft_grads(models(), &trajectory, inputs)?;
-                    (Computed::Grads(value, grads), rollout)
-                } else {
-                    let step = sft_step(models(), &trajectory, inputs)?;
-                    (Computed::Graph(step.loss), step.rollout)
-                };
-                (computed, Some(reward_stats(&rollout, trajectory.n)))
-            }
-            Method::SharpenRlhf => {
-                let inputs = RlhfInputs {
-                    cond: frozen_cond(),
-                    uncond: uncond.as_ref(),
-                    prompts: &prompts,
-                    draw: RlhfDraw {
-                        eps,
-                        t: timesteps[0],
-                        renoise,
-                    },
-                };
-                let (ms, gen, traj) = (models(), &generation, &trajectory);
-                let (computed, rollout, gen_scores) = if cfg.gradient_checkpointing {
-                    let s = rlhf_grads(ms, &pipe.unet, gen, traj, &rlhf, inputs)?;
-                    (
-                        Computed::Grads(s.loss, s.grads),
-                        s.rollout,
-                        s.generation_scores,
-                    )
-                } else {
-                    let s = rlhf_step(ms, &pipe.unet, gen, traj, &rlhf, inputs)?;
-                    (Computed::Graph(s.loss), s.rollout, s.generation_scores)
-                };
-                let stats = crate::setup::rlhf_stats(&rollout, trajectory.n, &gen_scores);
-                (computed, Some(stats))
-            }
-            Method::DiffusionDpo => {
-                let inputs = DpoInputs {
-                    reward: reward.as_ref(),
-                    cond: frozen_cond(),
-                    uncond: uncond.as_ref(),
-                    prompts: &prompts,
-                    draw: DpoDraw {
-                        noise: eps,
-                        eps: pair_eps.expect("drawn for diffusion-dpo"),
-                        t: timesteps[0],
-                    },
-                };
-                let (n, dpo) = (trajectory.n, cfg.dpo());
-                let (computed, rollout) = if cfg.gradient_checkpointing {
-                    let (v, g, r) = dpo_grads(
-                        unet_now(),
-                        &pipe.unet,
-                        &decoder,
-                        &generation,
-                        n,
-                        &dpo,
-                        inputs,
-                    )?;
-                    (Computed::Grads(v, g), r)
-                } else {
-                    let s = dpo_step(
-                        unet_now(),
-                        &pipe.unet,
-                        &decoder,
-                        &generation,
-                        n,
-                        &dpo,
-                        inputs,
-                    )?;
-                    (Computed::Graph(s.loss), s.rollout)
-                };
-                (computed, Some(reward_stats(&rollout, n)))
-            }
-            Method::Ddpo => {
-                let (step_noise, train_steps) = ddpo_draw.expect("drawn for ddpo");
-                let inputs = DdpoInputs {
-                    reward: reward.as_ref(),
-                    cond: frozen_cond(),
-                    uncond: uncond.as_ref(),
-                    prompts: &prompts,
-                    draw: DdpoDraw {
-                        noise: eps,
-                        step_noise,
-                        train_steps,
-                    },
-                };
-                let current = rollout_unet
-                    .as_ref()
-                    .expect("ddpo samples with the current weights");
-                let (n, ddpo) = (trajectory.n, cfg.ddpo());
-                let (computed, rollout) = if cfg.gradient_checkpointing {
-                    let (v, g, r) =
-                        ddpo_grads(unet_now(), current, &decoder, &policy, n, &ddpo, inputs)?;
-                    (Computed::Grads(v, g), r)
-                } else {
-                    let s = ddpo_step(unet_now(), current, &decoder, &policy, n, &ddpo, inputs)?;
-                    (Computed::Graph(s.loss), s.rollout)
-                };
-                (computed, Some(reward_stats(&rollout, n)))
-            }
+        let batch = crate::step::Batch {
+            prompts: &prompts,
+            unet_prompts: &unet_prompts,
+            draw,
+            cond: cond.as_ref(),
+            uncond: uncond.as_ref(),
+            x0,
+            pixels,
         };
+        let (computed, stats) =
+            crate::step::compute(&kit, trainer.model(), step_unet.as_deref(), batch)?;
         let scalar = |t: Tensor<B::InnerBackend, 1>| {
             t.into_data()
                 .convert::<f64>()
