@@ -202,7 +202,8 @@ pub fn compare_config(o: &Options, runs: &[Planned], output: &Path) -> String {
     let best_of: Vec<String> = o.best_of.iter().map(ToString::to_string).collect();
     let mut text = format!(
         "# Written by `cargo xtask experiment shapes`.\nsplit = \"held-out\"\nprompts = {}\nseeds = {}\n\
-         base = \"base\"\nbest_of = [{}]\noutput = \"{}\"\n\n[[method]]\nname = \"base\"\nmodels = [\"{}\"]\n",
+         base = \"base\"\nbest_of = [{}]\npaired = [\"base\", \"standard\"]\noutput = \"{}\"\n\n\
+         [[method]]\nname = \"base\"\nmodels = [\"{}\"]\n",
         o.eval_prompts,
         o.eval_seeds,
         best_of.join(", "),
@@ -617,6 +618,14 @@ mod tests {
             .unwrap()
             .ends_with("sharpen-sft-s1/pipeline"));
         assert_eq!(cfg["best_of"].as_array().unwrap().len(), 2);
+        // Every method paired against the base model and against standard fine-tuning.
+        let paired: Vec<&str> = cfg["paired"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(paired, ["base", "standard"]);
         assert!(plan(&options(&["--queries", "10"])).is_err());
     }
 }

@@ -18,6 +18,7 @@ use sharpen_pipeline::SdxlPipeline;
 use sharpen_weights::LoadOptions;
 
 use crate::bench::BenchArgs;
+use crate::paired::{differences, Difference, Scored};
 use crate::parallel::map_jobs;
 use crate::shapes::{best_of_tally, progress, score_candidates, write, Setup, Tally};
 use crate::stats::{mean_ci, MeanCi};
@@ -39,6 +40,10 @@ pub struct CompareArgs {
     /// Best-of-N sizes for the base method, e.g. 1,2,4,8,16.
     #[arg(long, value_delimiter = ',')]
     pub best_of: Option<Vec<usize>>,
+    /// Methods every other method is paired against (score differences on the same prompts and
+    /// seeds, with their intervals), e.g. base,standard (default: the base method).
+    #[arg(long, value_delimiter = ',')]
+    pub paired: Option<Vec<String>>,
     #[arg(long)]
     pub split: Option<String>,
     #[arg(long)]
@@ -93,6 +98,8 @@ pub struct CompareConfig {
     pub base: Option<String>,
     /// Best-of-N sizes for the base method.
     pub best_of: Vec<usize>,
+    /// References of the paired-differences table (default: the base method).
+    pub paired: Option<Vec<String>>,
     /// Output folder.
     pub output: PathBuf,
     #[serde(rename = "method")]
@@ -113,6 +120,7 @@ impl Default for CompareConfig {
             batch_size: 16,
             base: None,
             best_of: vec![1],
+            paired: None,
             output: PathBuf::from("compare"),
             methods: Vec::new(),
         }
@@ -143,6 +151,7 @@ impl CompareConfig {
         }
         c.base = args.base.clone().or(c.base);
         c.best_of = args.best_of.clone().unwrap_or(c.best_of);
+        c.paired = args.paired.clone().or(c.paired);
         c.split = args.split.clone().unwrap_or(c.split);
         c.prompts = args.prompts.unwrap_or(c.prompts);
         c.seeds = args.seeds.unwrap_or(c.seeds);
@@ -172,6 +181,11 @@ impl CompareConfig {
                 bail!("`base`: no method is named `{base}`");
             }
         }
+        for name in self.paired.iter().flatten() {
+            if !self.methods.iter().any(|m| &m.name == name) {
+                bail!("`paired`: no method is named `{name}`");
+            }
+        }
         if self.best_of.is_empty() || self.best_of.contains(&0) {
             bail!("`best_of`: sizes must be at least 1");
         }
@@ -197,6 +211,12 @@ impl CompareConfig {
     fn base_name(&self) -> &str {
         self.base.as_deref().unwrap_or(&self.methods[0].name)
     }
+
+    fn references(&self) -> Vec<String> {
+        self.paired
+            .clone()
+            .unwrap_or_else(|| vec![self.base_name().to_string()])
+    }
 }
 
 /// One table row: a method at one best-of size.
@@ -220,6 +240,7 @@ struct Report<'a> {
     seeds: u64,
     base: &'a str,
     rows: Vec<Row>,
+    paired: Vec<Difference>,
 }
 
 fn row(method: &str, best_of: usize, nfe: usize, tallies: &[Tally]) -> Row {
@@ -276,6 +297,7 @@ pub fn prompt_file_bench(args: &CompareArgs) -> anyhow::Result<Option<BenchArgs>
         ("--prompts", args.prompts.is_some()),
         ("--replot", args.replot),
         ("--jobs", args.jobs != 1),
+        ("--paired", args.paired.is_some()),
     ];
     if let Some((flag, _)) = shapes_only.iter().find(|(_, given)| *given) {
         bail!(
@@ -331,6 +353,7 @@ pub fn run<B: Backend>(args: &CompareArgs, device: B::Device) -> anyhow::Result<
     })?;
     let mut scores = scores.into_iter();
     let mut rows = Vec::new();
+    let mut scored = Vec::new();
     for method in &config.methods {
         // tallies[best-of index] over models x seeds.
         let sizes: Vec<usize> = if method.name == base {
@@ -339,13 +362,24 @@ pub fn run<B: Backend>(args: &CompareArgs, device: B::Device) -> anyhow::Result<
             vec![1]
         };
         let mut tallies: Vec<Vec<Tally>> = vec![Vec::new(); sizes.len()];
+        let mut single = Vec::new();
         for model_scores in scores.by_ref().take(method.models.len()) {
             for seed in &model_scores {
                 for (k, &n) in sizes.iter().enumerate() {
                     tallies[k].push(best_of_tally(&scenes, seed, n));
                 }
             }
+            single.push(
+                model_scores
+                    .iter()
+                    .map(|seed| best_of_tally(&scenes, seed, 1))
+                    .collect(),
+            );
         }
+        scored.push(Scored {
+            name: &method.name,
+            tallies: single,
+        });
         for (k, &n) in sizes.iter().enumerate() {
             rows.push(row(&method.name, n, setup.nfe_per_image(), &tallies[k]));
         }
@@ -354,13 +388,15 @@ pub fn run<B: Backend>(args: &CompareArgs, device: B::Device) -> anyhow::Result<
 
     let out = &config.output;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (paired, unpaired) = differences(&scored, &config.references());
     let report = Report {
         setup,
         seeds: config.seeds,
         base,
         rows,
+        paired,
     };
-    let table = markdown(&report);
+    let table = markdown(&report) + &crate::paired::markdown(&report.paired, &unpaired);
     println!("{table}");
     write(
         &out.join("compare.json"),

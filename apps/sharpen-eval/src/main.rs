@@ -5,6 +5,7 @@
 
 mod bench;
 mod compare;
+mod paired;
 mod parallel;
 mod score;
 mod shapes;

@@ -71,7 +71,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, pair: bool, score: shapes_world::ShapesScore) {
+    pub fn add(&mut self, pair: bool, score: shapes_world::ShapesScore) {
         let g = &mut self.groups[usize::from(pair)];
         g.0 += 1;
         g.1 += usize::from(score.all_correct);

@@ -167,8 +167,22 @@ runs = ["{}"]
         reward(&rows[1]) >= reward(&rows[0]),
         "best of 2 >= best of 1"
     );
+    // Paired against the base (its one model): the same model on the same seeds differs by 0.
+    let paired = report["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 1);
+    assert_eq!(paired[0]["method"], "again");
+    assert_eq!(paired[0]["reference"], "base");
+    assert_eq!(paired[0]["repeats"], 4);
+    for metric in ["all_correct", "reward"] {
+        assert_eq!(paired[0][metric]["mean"], 0.0, "{metric}");
+        assert_eq!(paired[0][metric]["ci95"], 0.0, "{metric}");
+    }
     let table = std::fs::read_to_string(out.join("compare.md")).unwrap();
     assert!(table.contains("| again | 1 | 6 | 4 |"), "{table}");
+    assert!(
+        table.contains("| again | base | one reference model | 4 | +0.0 ± 0.0 | +0.0 ± 0.0 |"),
+        "{table}"
+    );
     for png in ["reward-vs-nfe.png", "reward-vs-step.png"] {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
@@ -209,6 +223,8 @@ runs = ["{}"]
     // Errors name what is wrong.
     let bad = eval(&["compare", "--method", &twice, "--base", "nobody"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no method is named `nobody`"));
+    let bad = eval(&["compare", "--method", &twice, "--paired", "again,nobody"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`paired`: no method is named `nobody`"));
     std::fs::write(&config, "prompts = 5\nprompt = 3\n").unwrap();
     let bad = eval(&["compare", "--config", config.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&bad.stderr);
