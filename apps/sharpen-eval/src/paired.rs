@@ -38,7 +38,7 @@ pub fn differences(
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for (j, reference) in references.iter().enumerate() {
-        let Some(r) = methods.iter().find(|m| &m.name == reference) else {
+        let Some(r) = methods.iter().find(|m| m.name == reference) else {
             continue;
         };
         // A reference listed earlier was already paired with this one.
