@@ -10,6 +10,7 @@ mod model;
 mod parallel;
 mod plan;
 mod plot;
+mod resume;
 mod run;
 mod samples;
 mod sections;
@@ -30,9 +31,11 @@ use crate::run::RunOptions;
 #[derive(Debug, Parser)]
 #[command(name = "sharpen-train", version, about)]
 struct Args {
-    /// The run's TOML config (see configs/).
-    #[arg(long, default_value = "configs/quickstart.toml")]
-    config: PathBuf,
+    /// The run's TOML config (see configs/; default configs/quickstart.toml). With --resume,
+    /// the config saved with the checkpoint is used unless this names one, which must then
+    /// agree with it on everything that changes the run's numbers.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The run directory (default runs/<name>): metrics.jsonl, checkpoints/, config.toml.
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -40,6 +43,10 @@ struct Args {
     /// folder.
     #[arg(long)]
     resume: Option<String>,
+    /// With --resume and --config: continue even where the config differs from the one saved
+    /// with the checkpoint in settings that change the run's numbers (learning rate, seed, ...).
+    #[arg(long, requires = "resume")]
+    allow_config_change: bool,
     /// Override the config's optimizer steps.
     #[arg(long)]
     steps: Option<usize>,
@@ -74,7 +81,24 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging();
-    let mut config = TrainConfig::load(&args.config)?;
+    let given = args.config.is_some();
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("configs/quickstart.toml"));
+    let mut config = TrainConfig::load(&config_path)?;
+    let output_dir = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    let saved = match &args.resume {
+        Some(spec) => resume::saved(&resume::checkpoint(spec, &output_dir)?, &output_dir)?,
+        None => None,
+    };
+    if let (false, Some((path, saved))) = (given, &saved) {
+        tracing::info!(config = %path.display(), "resuming with the run's saved config");
+        config = saved.clone();
+    }
     if let Some(steps) = args.steps {
         config.steps = steps;
     }
@@ -98,7 +122,7 @@ fn main() -> anyhow::Result<()> {
             .map(|d| d.parse())
             .collect::<Result<_, String>>()
             .map_err(|e| {
-                anyhow::anyhow!("{}: config field `devices`: {e}", args.config.display())
+                anyhow::anyhow!("{}: config field `devices`: {e}", config_path.display())
             })?,
     };
     config.devices = devices.iter().map(ToString::to_string).collect();
@@ -121,10 +145,21 @@ fn main() -> anyhow::Result<()> {
     }
     config
         .validate()
-        .with_context(|| format!("{}", args.config.display()))?;
-    let output_dir = args
-        .output_dir
-        .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+        .with_context(|| format!("{}", config_path.display()))?;
+    if let (true, Some((path, saved))) = (given, &saved) {
+        let changed = resume::differences(saved, &config)?;
+        if !changed.is_empty() {
+            let list = changed.join(", ");
+            if !args.allow_config_change {
+                anyhow::bail!(
+                    "{} differs from the config the run was trained with ({}) in {list}: resuming would not continue that run. Leave out --config to continue with the saved one, or pass --allow-config-change",
+                    config_path.display(),
+                    path.display()
+                );
+            }
+            tracing::warn!(changed = %list, "continuing with a changed config (--allow-config-change)");
+        }
+    }
     let options = RunOptions {
         config,
         output_dir,

@@ -53,7 +53,7 @@ pub fn run<B: AutodiffBackend>(
     let run = RunDir::create(&opts.output_dir)?;
     if main {
         let resolved = toml::to_string_pretty(cfg).context("serialising the config")?;
-        write_atomic(&run.root.join("config.toml"), resolved.as_bytes())?;
+        write_atomic(&run.root.join(crate::resume::SAVED), resolved.as_bytes())?;
     }
 
     let pipe = SdxlPipeline::<B::InnerBackend>::load(&cfg.model, &LoadOptions::default(), &device)
@@ -117,8 +117,11 @@ pub fn run<B: AutodiffBackend>(
             .cloned()
             .unwrap_or_else(|| trainer.model().valid())
     };
+    // Each checkpoint holds the config it was trained with (`--resume` continues with it).
+    let resolved = toml::to_string_pretty(cfg).context("serialising the config")?;
     let save = |trainer: &Trainer<B, Trainable<B>>| {
         trainer.save(&run, |dir, m| {
+            write_atomic(&dir.join(crate::resume::SAVED), resolved.as_bytes())?;
             m.save(dir, &cfg.model)?;
             match trainer.ema() {
                 Some(ema) => ema.save(&dir.join("ema"), &cfg.model),

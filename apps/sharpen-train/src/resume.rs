@@ -1,0 +1,121 @@
+//! Which config a resumed run continues with: the one saved with its checkpoint, unless
+//! `--config` names one; then the two must agree on everything that shapes the run's numbers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sharpen_trainer::train::run_dir::RunDir;
+
+use crate::config::TrainConfig;
+
+/// The resolved config's file name in the run directory and in each checkpoint.
+pub const SAVED: &str = "config.toml";
+
+/// Keys that may change when a run is continued: how long it runs, how often it saves and
+/// samples, what it exports, how it is computed (checkpointing recomputes the same values) and
+/// what it caches. Everything else changes the run's numbers.
+const MAY_CHANGE: [&str; 8] = [
+    "name",
+    "steps",
+    "checkpoint_every",
+    "on_non_finite",
+    "export_pipeline",
+    "validation",
+    "gradient_checkpointing",
+    "cache",
+];
+
+/// The checkpoint `--resume` names: `latest` in `run_dir`, or a checkpoint folder.
+pub fn checkpoint(spec: &str, run_dir: &Path) -> anyhow::Result<PathBuf> {
+    if spec != "latest" {
+        return Ok(PathBuf::from(spec));
+    }
+    let run = RunDir {
+        root: run_dir.to_path_buf(),
+    };
+    run.latest()?
+        .with_context(|| format!("--resume latest: {} holds no checkpoint", run_dir.display()))
+}
+
+/// The config saved with `checkpoint` (a checkpoint written before configs were saved with
+/// them: its run directory's, when `checkpoint` is in `run_dir`), and the file it came from.
+pub fn saved(checkpoint: &Path, run_dir: &Path) -> anyhow::Result<Option<(PathBuf, TrainConfig)>> {
+    let mut candidates = vec![checkpoint.join(SAVED)];
+    if checkpoint.parent() == Some(&run_dir.join("checkpoints")) {
+        candidates.push(run_dir.join(SAVED));
+    }
+    for path in candidates {
+        if path.is_file() {
+            let config = TrainConfig::load(&path)?;
+            return Ok(Some((path, config)));
+        }
+    }
+    Ok(None)
+}
+
+/// The settings (dotted keys, `optim.lr`) in which `now` differs from `saved` and that change
+/// the run's numbers.
+pub fn differences(saved: &TrainConfig, now: &TrainConfig) -> anyhow::Result<Vec<String>> {
+    let value = |c: &TrainConfig| -> anyhow::Result<toml::Table> {
+        let text = toml::to_string(c).context("serialising the config")?;
+        Ok(toml::from_str(&text)?)
+    };
+    let (a, b) = (value(saved)?, value(now)?);
+    let mut out = Vec::new();
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        if !MAY_CHANGE.contains(&key.as_str()) {
+            differ(key, a.get(key), b.get(key), &mut out);
+        }
+    }
+    Ok(out)
+}
+
+fn differ(path: &str, a: Option<&toml::Value>, b: Option<&toml::Value>, out: &mut Vec<String>) {
+    match (a, b) {
+        (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                differ(&format!("{path}.{key}"), x.get(key), y.get(key), out);
+            }
+        }
+        (a, b) if a != b => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quickstart() -> TrainConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
+        TrainConfig::load(&path).unwrap()
+    }
+
+    #[test]
+    fn numeric_settings_differ_and_the_rest_may_change() {
+        let saved = quickstart();
+        let mut now = saved.clone();
+        assert!(differences(&saved, &now).unwrap().is_empty());
+        now.steps += 100;
+        now.checkpoint_every = 7;
+        now.gradient_checkpointing = true;
+        now.validation.seeds += 1;
+        assert!(
+            differences(&saved, &now).unwrap().is_empty(),
+            "run length, saving, sampling and checkpointing may change"
+        );
+        now.optim.lr *= 2.0;
+        now.seed += 1;
+        now.trajectory.n += 1;
+        assert_eq!(
+            differences(&saved, &now).unwrap(),
+            ["optim.lr", "seed", "trajectory.n"]
+        );
+    }
+}
