@@ -88,6 +88,46 @@ fn differ(path: &str, a: Option<&toml::Value>, b: Option<&toml::Value>, out: &mu
     }
 }
 
+/// Refuses a checkpoint whose trained UNet is not shaped like `model`'s (resuming another
+/// model's run would otherwise fail deep inside the first step), naming the settings that differ.
+pub fn check_unet(checkpoint: &Path, model: &Path) -> anyhow::Result<()> {
+    let (ours, theirs) = (checkpoint.join("unet"), model.join("unet"));
+    if !ours.join("config.json").is_file() {
+        return Ok(());
+    }
+    let config = |dir: &Path| {
+        sharpen_weights::unet::load_unet_config(dir)
+            .with_context(|| format!("reading {}", dir.join("config.json").display()))
+    };
+    if config(&ours)? == config(&theirs)? {
+        return Ok(());
+    }
+    let json = |dir: &Path| -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+    };
+    let (a, b) = (json(&ours)?, json(&theirs)?);
+    let mut keys: Vec<&String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| !k.starts_with('_'))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let differing: Vec<&str> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(String::as_str)
+        .collect();
+    anyhow::bail!(
+        "{} is not a UNet of the config's model {}: their config.json differ in {}",
+        ours.display(),
+        model.display(),
+        differing.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,6 +142,9 @@ pub fn open_trainer<B: AutodiffBackend>(
             } else {
                 PathBuf::from(spec)
             };
+            if cfg.parts().unet {
+                crate::resume::check_unet(&checkpoint, &cfg.model)?;
+            }
             let model = Trainable::load(&checkpoint, cfg.parts(), base, device)?;
             let mut trainer = Trainer::resume(&checkpoint, model, cfg.optim.clone(), device)?;
             if cfg.optim.ema_decay.is_some() {

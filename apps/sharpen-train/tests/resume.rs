@@ -1,5 +1,6 @@
 //! `--resume` continues with the config saved with the checkpoint; a `--config` that would
-//! change the run's numbers is refused by name unless `--allow-config-change`.
+//! change the run's numbers is refused by name unless `--allow-config-change`, and one of
+//! another model always.
 
 mod common;
 
@@ -67,4 +68,24 @@ fn resume_continues_with_the_saved_config() {
     ));
     assert_eq!(metrics(&run).len(), 4);
     assert_eq!(metrics(&run)[3]["lr"].as_f64(), Some(3e-4));
+
+    // Even allowed, another model's config is refused before training, naming the UNet
+    // settings that differ (it used to fail inside the first step's matmul).
+    let other = train(&[
+        "--config",
+        "configs/quickstart.toml",
+        "--output-dir",
+        dir,
+        "--resume",
+        "latest",
+        "--steps",
+        "5",
+        "--allow-config-change",
+    ]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        err.contains("is not a UNet of the config's model") && err.contains("cross_attention_dim"),
+        "{err}"
+    );
 }
