@@ -28,7 +28,18 @@ const MAY_CHANGE: [&str; 8] = [
 /// The checkpoint `--resume` names: `latest` in `run_dir`, or a checkpoint folder.
 pub fn checkpoint(spec: &str, run_dir: &Path) -> anyhow::Result<PathBuf> {
     if spec != "latest" {
-        return Ok(PathBuf::from(spec));
+        let dir = PathBuf::from(spec);
+        if !dir.join("state.json").is_file() {
+            let hint = if dir.join("checkpoints").is_dir() {
+                format!(
+                    "; it is a run directory: continue it with --output-dir {spec} --resume latest"
+                )
+            } else {
+                String::new()
+            };
+            anyhow::bail!("--resume {spec}: not a checkpoint folder (no state.json){hint}");
+        }
+        return Ok(dir);
     }
     let run = RunDir {
         root: run_dir.to_path_buf(),

@@ -69,6 +69,14 @@ fn resume_continues_with_the_saved_config() {
     assert_eq!(metrics(&run).len(), 4);
     assert_eq!(metrics(&run)[3]["lr"].as_f64(), Some(3e-4));
 
+    // A run directory given as the checkpoint is named as such.
+    let wrong = train(&["--resume", dir, "--output-dir", dir]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("not a checkpoint folder") && err.contains("--resume latest"),
+        "{err}"
+    );
+
     // Even allowed, another model's config is refused before training, naming the UNet
     // settings that differ (it used to fail inside the first step's matmul).
     let other = train(&[
