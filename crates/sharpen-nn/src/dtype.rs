@@ -1,7 +1,6 @@
 //! Casting a whole module's parameters to one dtype (bf16/f16 compute on a GPU, say).
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::GradientsParams;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 
@@ -33,36 +32,6 @@ impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
 /// which starts frozen).
 pub fn require_grad_all<B: AutodiffBackend, M: Module<B>>(module: M) -> M {
     module.map(&mut RequireGrad)
-}
-
-struct CastGrads<'a> {
-    grads: &'a mut GradientsParams,
-    dtype: DType,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for CastGrads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        // Gradients already in `dtype` (an f32 step) are left alone: no per-step work.
-        let stale = self
-            .grads
-            .get::<B::InnerBackend, D>(param.id)
-            .is_some_and(|g| g.dtype() != self.dtype);
-        if stale {
-            if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-                self.grads.register(param.id, grad.cast(self.dtype));
-            }
-        }
-    }
-}
-
-/// Casts the gradient of each of `module`'s parameters in `grads` to `dtype` (gradients of a
-/// reduced-precision copy with the same parameter ids, for f32 master weights).
-pub fn cast_grads<B: AutodiffBackend, M: Module<B>>(
-    module: &M,
-    grads: &mut GradientsParams,
-    dtype: DType,
-) {
-    module.visit(&mut CastGrads { grads, dtype });
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ pub mod sampling;
 pub mod transformer;
 
 pub use attention::{multi_head_attention, Attention, AttentionMode};
-pub use dtype::{cast_grads, cast_module, require_grad_all};
+pub use dtype::{cast_module, require_grad_all};
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
 pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 pub use sampling::{Downsample2D, Upsample2D};
