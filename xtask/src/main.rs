@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod download;
 mod experiment;
+mod jobs;
 mod manifest;
 mod shapes;
 
