@@ -1,8 +1,6 @@
 //! What a run sets up around its loop: the reward, prompt conditioning, the trainer (fresh or
 //! resumed), reward statistics, the VAE's measured latent scale and the metrics plot.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -132,16 +130,7 @@ pub fn open_trainer<B: AutodiffBackend>(
     let cfg = &opts.config;
     match &opts.resume {
         Some(spec) => {
-            let checkpoint = if spec == "latest" {
-                run.latest()?.with_context(|| {
-                    format!(
-                        "--resume latest: {} holds no checkpoint",
-                        run.root.display()
-                    )
-                })?
-            } else {
-                PathBuf::from(spec)
-            };
+            let checkpoint = crate::resume::checkpoint(spec, &run.root)?;
             if cfg.parts().unet {
                 crate::resume::check_unet(&checkpoint, &cfg.model)?;
             }
