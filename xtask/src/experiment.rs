@@ -353,20 +353,21 @@ fn write_results(
     std::fs::write(&o.results, page).with_context(|| format!("writing {}", o.results.display()))
 }
 
+/// The options as the command line `args` give them (tests).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub fn options(args: &[&str]) -> Options {
     use clap::Parser;
-
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
         o: Options,
     }
+    Cli::parse_from(std::iter::once("x").chain(args.iter().copied())).o
+}
 
-    fn options(args: &[&str]) -> Options {
-        Cli::parse_from(std::iter::once("x").chain(args.iter().copied())).o
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn main_rows_share_the_reward_query_budget() {

@@ -108,18 +108,7 @@ pub fn train_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::{plan, Options};
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        o: Options,
-    }
-
-    fn options(args: &[&str]) -> Options {
-        Cli::parse_from(std::iter::once("x").chain(args.iter().copied())).o
-    }
+    use crate::experiment::{options, plan};
 
     #[test]
     fn runs_train_once_each_jobs_at_a_time_and_a_failure_stops_new_ones() {
