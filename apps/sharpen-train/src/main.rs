@@ -43,7 +43,7 @@ struct Args {
     /// folder.
     #[arg(long)]
     resume: Option<String>,
-    /// With --resume and --config: continue even where the config differs from the one saved
+    /// With --resume: continue even where --config or the flags differ from the config saved
     /// with the checkpoint in settings that change the run's numbers (learning rate, seed, ...).
     #[arg(long, requires = "resume")]
     allow_config_change: bool,
@@ -146,14 +146,15 @@ fn main() -> anyhow::Result<()> {
     config
         .validate()
         .with_context(|| format!("{}", config_path.display()))?;
-    if let (true, Some((path, saved))) = (given, &saved) {
+    // The run continues only as it was trained: flags and a given config may change its length
+    // and bookkeeping, not its numbers.
+    if let Some((path, saved)) = &saved {
         let changed = resume::differences(saved, &config)?;
         if !changed.is_empty() {
             let list = changed.join(", ");
             if !args.allow_config_change {
                 anyhow::bail!(
-                    "{} differs from the config the run was trained with ({}) in {list}: resuming would not continue that run. Leave out --config to continue with the saved one, or pass --allow-config-change",
-                    config_path.display(),
+                    "resuming with {list} changed from the config the run was trained with ({}) would not continue that run: leave them as they were (without --config the saved config is used), or pass --allow-config-change",
                     path.display()
                 );
             }

@@ -36,6 +36,13 @@ fn resume_continues_with_the_saved_config() {
         "3",
     ]));
     assert_eq!(metrics(&run).len(), 3);
+    // A flag that changes the numbers is refused as well.
+    let reseeded = train(&["--output-dir", dir, "--resume", "latest", "--seed", "5"]);
+    let err = String::from_utf8_lossy(&reseeded.stderr);
+    assert!(
+        !reseeded.status.success() && err.contains("with seed changed"),
+        "{err}"
+    );
 
     // A config that changes the run's numbers is refused, naming what changed.
     let text = std::fs::read_to_string(&cfg).unwrap();
