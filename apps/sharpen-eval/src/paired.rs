@@ -82,6 +82,17 @@ pub fn differences(
     (out, skipped)
 }
 
+/// Whether a difference's interval excludes 0, and which way.
+fn resolved(m: MeanCi) -> &'static str {
+    if m.n < 2 || m.mean.abs() <= m.ci95 {
+        "no"
+    } else if m.mean > 0.0 {
+        "higher"
+    } else {
+        "lower"
+    }
+}
+
 /// The Markdown table of the differences, in percentage points.
 pub fn markdown(diffs: &[Difference], skipped: &[String]) -> String {
     if diffs.is_empty() && skipped.is_empty() {
@@ -91,17 +102,18 @@ pub fn markdown(diffs: &[Difference], skipped: &[String]) -> String {
     let mut out = String::from(
         "\nPaired differences at best of 1 (method minus reference on the same prompts and noise \
          seeds; percentage points, mean ± 95% CI over the pairs; an interval that excludes 0 is \
-         a difference these seeds resolve)\n\n| method | reference | pairing | pairs | all-correct | reward |\n|---|---|---|---|---|---|\n",
+         a difference these seeds resolve)\n\n| method | reference | pairing | pairs | all-correct | reward | reward resolved |\n|---|---|---|---|---|---|---|\n",
     );
     for d in diffs {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             d.method,
             d.reference,
             d.pairing,
             d.repeats,
             pp(d.all_correct),
-            pp(d.reward)
+            pp(d.reward),
+            resolved(d.reward)
         ));
     }
     for s in skipped {
@@ -195,11 +207,23 @@ mod tests {
         let table = markdown(&diffs, &skipped);
         assert!(
             table.contains(
-                "| sft | standard | by training seed | 4 | +25.0 ± 45.9 | +18.8 ± 38.1 |"
+                "| sft | standard | by training seed | 4 | +25.0 ± 45.9 | +18.8 ± 38.1 | no |"
             ),
             "{table}"
         );
         assert!(table.contains("Not paired: odd vs standard"), "{table}");
+        let ci = |mean: f64, ci95: f64| MeanCi { mean, ci95, n: 3 };
+        assert_eq!(resolved(ci(0.02, 0.01)), "higher");
+        assert_eq!(resolved(ci(-0.02, 0.01)), "lower");
+        assert_eq!(resolved(ci(0.02, 0.03)), "no");
+        assert_eq!(
+            resolved(MeanCi {
+                n: 1,
+                ..ci(0.02, 0.0)
+            }),
+            "no",
+            "one pair resolves nothing"
+        );
         // An unknown reference pairs nothing.
         assert!(differences(&methods, &["nobody".to_string()]).0.is_empty());
     }

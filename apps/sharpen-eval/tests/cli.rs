@@ -180,7 +180,7 @@ runs = ["{}"]
     let table = std::fs::read_to_string(out.join("compare.md")).unwrap();
     assert!(table.contains("| again | 1 | 6 | 4 |"), "{table}");
     assert!(
-        table.contains("| again | base | one reference model | 4 | +0.0 ± 0.0 | +0.0 ± 0.0 |"),
+        table.contains("| again | base | one reference model | 4 | +0.0 ± 0.0 | +0.0 ± 0.0 | no |"),
         "{table}"
     );
     for png in ["reward-vs-nfe.png", "reward-vs-step.png"] {
