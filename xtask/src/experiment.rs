@@ -3,7 +3,9 @@
 //! sharpen-RLHF; and the n and m ablations of sharpen-SFT at equal steps) for several seeds with
 //! `sharpen-train`, evaluates them all on the same held-out prompts and seeds with
 //! `sharpen-eval compare` (best-of-N of the base model for the NFE plot), and writes
-//! `docs/results/shapes.md`. Runs that finished are kept; interrupted ones resume.
+//! `docs/results/shapes.md`. Runs that finished are kept; interrupted ones resume. Each finished
+//! run is evaluated at once and recorded in the ledger (`docs/results/shapes/ledger/`, committed):
+//! recorded runs are not trained again, even on a machine without their run folders.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::jobs::{cargo_run, finished, train_all};
+use crate::ledger;
 
 /// What the experiment trains and evaluates.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,6 +24,11 @@ pub struct Options {
     /// The results page; its plots and tables go beside it in a folder of the same name.
     #[arg(long, default_value = "docs/results/shapes.md")]
     pub results: PathBuf,
+    /// What each finished run leaves for the results (metrics, validation, score records), to
+    /// commit: runs recorded here are not trained again, even when their run folders are gone
+    /// (default: `ledger/` in the results' folder).
+    #[arg(long)]
+    pub ledger: Option<PathBuf>,
     /// The base model every method starts from.
     #[arg(long, default_value = "assets/shapes-model")]
     pub model: PathBuf,
@@ -195,18 +203,47 @@ fn planned(o: &Options, row: &str, seed: u64, sharpen_steps: usize) -> Planned {
     }
 }
 
-/// The `sharpen-eval compare` config over the plan (the base model first, as the best-of-N
-/// curve).
-pub fn compare_config(o: &Options, runs: &[Planned], output: &Path) -> String {
-    let best_of: Vec<String> = o.best_of.iter().map(ToString::to_string).collect();
-    let mut text = format!(
+impl Options {
+    /// The ledger folder.
+    pub fn ledger(&self) -> PathBuf {
+        self.ledger
+            .clone()
+            .unwrap_or_else(|| self.results.with_extension("").join("ledger"))
+    }
+}
+
+/// The settings every `sharpen-eval compare` config of the experiment shares (the per-run
+/// evaluations' score records serve the final comparison only under the same settings).
+fn compare_settings(o: &Options, base: &str, best_of: &[usize], output: &Path) -> String {
+    let best_of: Vec<String> = best_of.iter().map(ToString::to_string).collect();
+    format!(
         "# Written by `cargo xtask experiment shapes`.\nsplit = \"held-out\"\nprompts = {}\nseeds = {}\n\
-         base = \"base\"\nbest_of = [{}]\npaired = [\"base\", \"standard\"]\noutput = \"{}\"\n\n\
-         [[method]]\nname = \"base\"\nmodels = [\"{}\"]\n",
+         base = \"{base}\"\nbest_of = [{}]\noutput = \"{}\"\nscores = \"{}\"\n",
         o.eval_prompts,
         o.eval_seeds,
         best_of.join(", "),
         output.display(),
+        ledger::scores(&o.ledger()).display(),
+    )
+}
+
+/// The held-out evaluation of one finished run (its score record and table).
+pub fn run_eval_config(o: &Options, r: &Planned) -> String {
+    format!(
+        "{}\n[[method]]\nname = \"{}\"\nmodels = [\"{}\"]\nruns = [\"{}\"]\n",
+        compare_settings(o, &r.method, &[1], &r.dir.join("eval")),
+        r.method,
+        r.dir.join("pipeline").display(),
+        r.dir.display()
+    )
+}
+
+/// The `sharpen-eval compare` config over the plan (the base model first, as the best-of-N
+/// curve; the runs' curves from their ledger entries).
+pub fn compare_config(o: &Options, runs: &[Planned], output: &Path) -> String {
+    let mut text = format!(
+        "{}paired = [\"base\", \"standard\"]\n\n[[method]]\nname = \"base\"\nmodels = [\"{}\"]\n",
+        compare_settings(o, "base", &o.best_of, output),
         o.model.display()
     );
     let mut rows: Vec<&str> = Vec::new();
@@ -215,6 +252,7 @@ pub fn compare_config(o: &Options, runs: &[Planned], output: &Path) -> String {
             rows.push(&r.method);
         }
     }
+    let ledger = o.ledger();
     for row in rows {
         let mine: Vec<&Planned> = runs.iter().filter(|r| r.method == row).collect();
         let list = |f: &dyn Fn(&Planned) -> PathBuf| {
@@ -227,7 +265,7 @@ pub fn compare_config(o: &Options, runs: &[Planned], output: &Path) -> String {
             text,
             "\n[[method]]\nname = \"{row}\"\nmodels = [{}]\nruns = [{}]\n",
             list(&|r| r.dir.join("pipeline")),
-            list(&|r| r.dir.clone())
+            list(&|r| ledger::entry(&ledger, r))
         );
     }
     text
@@ -270,25 +308,43 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         eprintln!("dry run: configs in {}", o.out.display());
         return Ok(());
     }
-    train_all(&runs, o.jobs, &|r: &Planned, log: Option<&Path>| {
-        let config = r.dir.with_extension("toml");
-        let (config, dir) = (config.to_string_lossy(), r.dir.to_string_lossy());
-        let mut args = vec!["--config", &config, "--output-dir", &dir];
-        if r.dir.join("checkpoints/latest").is_file() {
-            args.extend(["--resume", "latest"]);
-        }
-        cargo_run("sharpen-train", &args, log)?;
-        if !finished(r) {
-            bail!(
-                "{}: sharpen-train stopped before the end of the run; run the command again to resume it",
-                r.dir.display()
-            );
-        }
-        Ok(())
-    })?;
+    let ledger = o.ledger();
+    let recorded = |r: &Planned| ledger::recorded(&ledger, r);
+    train_all(
+        &runs,
+        o.jobs,
+        &recorded,
+        &|r: &Planned, log: Option<&Path>| {
+            if !finished(r) {
+                let config = r.dir.with_extension("toml");
+                let (config, dir) = (config.to_string_lossy(), r.dir.to_string_lossy());
+                let mut args = vec!["--config", &config, "--output-dir", &dir];
+                if r.dir.join("checkpoints/latest").is_file() {
+                    args.extend(["--resume", "latest"]);
+                }
+                cargo_run("sharpen-train", &args, log)?;
+                if !finished(r) {
+                    bail!(
+                    "{}: sharpen-train stopped before the end of the run; run the command again to resume it",
+                    r.dir.display()
+                );
+                }
+            }
+            ledger::record_run(&ledger, r)?;
+            let eval = r.dir.join("eval.toml");
+            std::fs::write(&eval, run_eval_config(o, r))
+                .with_context(|| format!("writing {}", eval.display()))?;
+            cargo_run(
+                "sharpen-eval",
+                &["compare", "--config", &eval.to_string_lossy()],
+                log,
+            )?;
+            ledger::record_eval(&ledger, r, &r.dir.join("eval"))
+        },
+    )?;
     let train_s = runs
         .iter()
-        .map(|r| training_seconds(&r.dir))
+        .map(|r| training_seconds(&ledger::entry(&ledger, r)))
         .collect::<anyhow::Result<Vec<f64>>>()?
         .iter()
         .sum::<f64>();
@@ -471,5 +527,32 @@ mod tests {
             .collect();
         assert_eq!(paired, ["base", "standard"]);
         assert!(plan(&options(&["--queries", "10"])).is_err());
+        // The curves come from the ledger; every score record goes to one folder.
+        assert_eq!(
+            methods[4]["runs"][1].as_str(),
+            Some("docs/results/shapes/ledger/runs/sharpen-sft-s1")
+        );
+        assert_eq!(
+            cfg["scores"].as_str(),
+            Some("docs/results/shapes/ledger/scores")
+        );
+        // A run's own evaluation: the same settings, its one model, best of 1.
+        let one: toml::Value = toml::from_str(&run_eval_config(&o, &runs[3])).unwrap();
+        for key in ["split", "prompts", "seeds", "scores"] {
+            assert_eq!(one[key], cfg[key], "{key}");
+        }
+        assert_eq!(one["best_of"].as_array().unwrap().len(), 1);
+        assert_eq!(one["method"][0]["name"].as_str(), Some("sharpen-sft"));
+        assert_eq!(one["base"].as_str(), Some("sharpen-sft"));
+        assert!(one["method"][0]["models"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("sharpen-sft-s0/pipeline"));
+        assert!(one["output"]
+            .as_str()
+            .unwrap()
+            .ends_with("sharpen-sft-s0/eval"));
+        let elsewhere = options(&["--ledger", "/tmp/l"]);
+        assert_eq!(elsewhere.ledger(), PathBuf::from("/tmp/l"));
     }
 }

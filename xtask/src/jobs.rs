@@ -39,11 +39,12 @@ pub fn finished(r: &Planned) -> bool {
     r.dir.join("pipeline/model_index.json").is_file()
 }
 
-/// Trains every run that has not finished with `train`, `jobs` at a time in plan order. After a
+/// Runs `train` on every run that is not `done`, `jobs` at a time in plan order. After a
 /// failure no new run starts; the ones under way finish, and every failure is reported.
 pub fn train_all(
     runs: &[Planned],
     jobs: usize,
+    done: &dyn Fn(&Planned) -> bool,
     train: &(dyn Fn(&Planned, Option<&Path>) -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<()> {
     if jobs == 0 {
@@ -52,7 +53,7 @@ pub fn train_all(
     let total = runs.len();
     let mut pending = Vec::new();
     for (i, r) in runs.iter().enumerate() {
-        if finished(r) {
+        if done(r) {
             eprintln!("[{}/{total}] {}: done already", i + 1, r.dir.display());
         } else {
             pending.push((i, r));
@@ -122,7 +123,7 @@ mod tests {
         mark_done(&runs[1]);
         let trained = Mutex::new(Vec::new());
         let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        train_all(&runs, 2, &|r: &Planned, log: Option<&Path>| {
+        train_all(&runs, 2, &finished, &|r: &Planned, log: Option<&Path>| {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(now, Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -149,7 +150,7 @@ mod tests {
         let out = tmp.path().to_string_lossy().into_owned();
         let runs = plan(&options(&["--out", &out, "--seeds", "1", "--no-ablations"])).unwrap();
         let calls = AtomicUsize::new(0);
-        let err = train_all(&runs, 1, &|r: &Planned, log: Option<&Path>| {
+        let err = train_all(&runs, 1, &finished, &|r: &Planned, log: Option<&Path>| {
             assert!(log.is_none());
             calls.fetch_add(1, Ordering::SeqCst);
             bail!("{} broke", r.method)
@@ -157,7 +158,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(err.to_string(), "standard broke");
-        let err = train_all(&runs, 2, &|r: &Planned, _: Option<&Path>| {
+        let err = train_all(&runs, 2, &finished, &|r: &Planned, _: Option<&Path>| {
             std::thread::sleep(std::time::Duration::from_millis(50));
             bail!("{} broke", r.method)
         })
@@ -168,6 +169,6 @@ mod tests {
             err.contains("standard broke") && err.contains("ddpo broke"),
             "{err}"
         );
-        assert!(train_all(&runs, 0, &|_: &Planned, _: Option<&Path>| Ok(())).is_err());
+        assert!(train_all(&runs, 0, &finished, &|_: &Planned, _: Option<&Path>| Ok(())).is_err());
     }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod download;
 mod experiment;
 mod jobs;
+mod ledger;
 mod manifest;
 mod shapes;
 

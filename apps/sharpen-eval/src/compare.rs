@@ -18,6 +18,7 @@ use sharpen_pipeline::SdxlPipeline;
 use sharpen_weights::LoadOptions;
 
 use crate::bench::BenchArgs;
+use crate::ledger::{Ledger, Scores};
 use crate::paired::{differences, Difference, Scored};
 use crate::parallel::map_jobs;
 use crate::shapes::{best_of_tally, progress, score_candidates, write, Setup, Tally};
@@ -58,6 +59,11 @@ pub struct CompareArgs {
     /// Output folder: compare.json, compare.md, reward-vs-nfe.png, reward-vs-step.png.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// A folder of score records: each model's per-image scores are written there, and a model
+    /// already recorded under the same setup is not generated again (if its folder is present,
+    /// only while its files are unchanged; if absent, the record stands for it).
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
     /// Models evaluated at a time (the CPU backend keeps about one core busy per model); the
     /// results are the same for any number.
     #[arg(long, default_value_t = 1)]
@@ -102,6 +108,8 @@ pub struct CompareConfig {
     pub paired: Option<Vec<String>>,
     /// Output folder.
     pub output: PathBuf,
+    /// Folder of score records (see `--scores`).
+    pub scores: Option<PathBuf>,
     #[serde(rename = "method")]
     pub methods: Vec<MethodEntry>,
 }
@@ -122,6 +130,7 @@ impl Default for CompareConfig {
             best_of: vec![1],
             paired: None,
             output: PathBuf::from("compare"),
+            scores: None,
             methods: Vec::new(),
         }
     }
@@ -158,6 +167,7 @@ impl CompareConfig {
         c.steps = args.steps.unwrap_or(c.steps);
         c.guidance = args.guidance.unwrap_or(c.guidance);
         c.output = args.output.clone().unwrap_or(c.output);
+        c.scores = args.scores.clone().or(c.scores);
         c.validate()?;
         Ok(c)
     }
@@ -298,6 +308,7 @@ pub fn prompt_file_bench(args: &CompareArgs) -> anyhow::Result<Option<BenchArgs>
         ("--replot", args.replot),
         ("--jobs", args.jobs != 1),
         ("--paired", args.paired.is_some()),
+        ("--scores", args.scores.is_some()),
     ];
     if let Some((flag, _)) = shapes_only.iter().find(|(_, given)| *given) {
         bail!(
@@ -328,29 +339,57 @@ pub fn run<B: Backend>(args: &CompareArgs, device: B::Device) -> anyhow::Result<
     let scenes = setup.scenes()?;
     let base = config.base_name();
     let max_n = *config.best_of.iter().max().expect("validated");
-    let images: u64 = config
-        .methods
-        .iter()
-        .map(|m| {
-            let candidates = if m.name == base { max_n } else { 1 };
-            (m.models.len() * candidates * setup.prompts) as u64 * config.seeds
-        })
-        .sum();
-    let bar = progress(images);
-    // Every (method, model), `jobs` at a time; the scores come back in this order.
-    let units: Vec<(usize, &Path)> = config
+    // Every (method, model, candidates per prompt); the scores come back in this order.
+    let units: Vec<(usize, &Path, usize)> = config
         .methods
         .iter()
         .enumerate()
-        .flat_map(|(i, m)| m.models.iter().map(move |p| (i, p.as_path())))
+        .flat_map(|(i, m)| {
+            let candidates = if m.name == base { max_n } else { 1 };
+            m.models.iter().map(move |p| (i, p.as_path(), candidates))
+        })
         .collect();
-    let scores = map_jobs(args.jobs, &units, |&(i, model)| {
+    let ledger = config.scores.as_ref().map(Ledger::new);
+    let recorded: Vec<Option<Scores>> = units
+        .iter()
+        .map(|&(_, model, candidates)| match &ledger {
+            Some(l) => l.lookup(model, setup, config.seeds, candidates),
+            None => Ok(None),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let todo: Vec<&(usize, &Path, usize)> = units
+        .iter()
+        .zip(&recorded)
+        .filter(|(_, r)| r.is_none())
+        .map(|(u, _)| u)
+        .collect();
+    if units.len() > todo.len() {
+        tracing::info!(
+            "{} of {} models scored from their records",
+            units.len() - todo.len(),
+            units.len()
+        );
+    }
+    let images: u64 = todo
+        .iter()
+        .map(|&&(_, _, candidates)| (candidates * setup.prompts) as u64 * config.seeds)
+        .sum();
+    let bar = progress(images);
+    let fresh = map_jobs(args.jobs, &todo, |&&(i, model, candidates)| {
         let method = &config.methods[i];
-        let candidates = if method.name == base { max_n } else { 1 };
         let pipe = SdxlPipeline::<B>::load(model, &LoadOptions::default(), &device)
             .with_context(|| format!("method `{}`: loading {}", method.name, model.display()))?;
-        score_candidates(&pipe, setup, &scenes, config.seeds, candidates, &bar)
+        let scores = score_candidates(&pipe, setup, &scenes, config.seeds, candidates, &bar)?;
+        if let Some(l) = &ledger {
+            l.store(model, setup, &scores)?;
+        }
+        Ok(scores)
     })?;
+    let mut fresh = fresh.into_iter();
+    let scores: Vec<Scores> = recorded
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| fresh.next().expect("one result per unscored model")))
+        .collect();
     let mut scores = scores.into_iter();
     let mut rows = Vec::new();
     let mut scored = Vec::new();

@@ -5,6 +5,7 @@
 
 mod bench;
 mod compare;
+mod ledger;
 mod paired;
 mod parallel;
 mod score;

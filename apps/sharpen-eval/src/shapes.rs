@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shapes_world::{ShapesWorld, Split};
 use sharpen_pipeline::{candidate_seed, GenerateOptions, SdxlPipeline};
 use sharpen_schedulers::SamplerKind;
@@ -117,7 +117,7 @@ struct Report {
 }
 
 /// What every evaluated image shares: the prompts and how images are sampled.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Setup {
     pub split: String,
     pub prompts: usize,
