@@ -15,7 +15,7 @@ use sharpen_trainer::train::rng::RunRng;
 use sharpen_trainer::{
     ddpo_grads, ddpo_step, dpo_grads, dpo_step, lift_cond, rlhf_grads, rlhf_step, sft_grads,
     sft_step, standard_input, standard_loss, DdpoDraw, DdpoInputs, DpoDraw, DpoInputs, RlhfDraw,
-    RlhfInputs, SftInputs, StepModels, TextCond, VaeDecoder,
+    RlhfInputs, Sampling, SftInputs, StepModels, TextCond, VaeDecoder,
 };
 
 use crate::config::{Method, Renoise, TrainConfig};
@@ -296,12 +296,18 @@ pub fn compute<B: AutodiffBackend>(
                     t: t(),
                 },
             };
-            let (dpo, gen, decoder) = (cfg.dpo(), kit.generation, kit.decoder);
+            let dpo = cfg.dpo();
+            let reference = Sampling {
+                model: ref_unet,
+                decoder: kit.decoder,
+                sampler: kit.generation,
+                n,
+            };
             let (computed, rollout) = if ckpt {
-                let (v, g, r) = dpo_grads(unet, ref_unet, decoder, gen, n, &dpo, inputs)?;
+                let (v, g, r) = dpo_grads(unet, &reference, &dpo, inputs)?;
                 (Computed::Grads(v, g), r)
             } else {
-                let s = dpo_step(unet, ref_unet, decoder, gen, n, &dpo, inputs)?;
+                let s = dpo_step(unet, &reference, &dpo, inputs)?;
                 (Computed::Graph(s.loss), s.rollout)
             };
             (computed, Some(reward_stats(&rollout, n)))
@@ -319,12 +325,18 @@ pub fn compute<B: AutodiffBackend>(
                     train_steps,
                 },
             };
-            let (ddpo, policy, decoder) = (cfg.ddpo(), kit.policy, kit.decoder);
+            let ddpo = cfg.ddpo();
+            let policy = Sampling {
+                model: rollout(),
+                decoder: kit.decoder,
+                sampler: kit.policy,
+                n,
+            };
             let (computed, rollout) = if ckpt {
-                let (v, g, r) = ddpo_grads(unet, rollout(), decoder, policy, n, &ddpo, inputs)?;
+                let (v, g, r) = ddpo_grads(unet, &policy, &ddpo, inputs)?;
                 (Computed::Grads(v, g), r)
             } else {
-                let s = ddpo_step(unet, rollout(), decoder, policy, n, &ddpo, inputs)?;
+                let s = ddpo_step(unet, &policy, &ddpo, inputs)?;
                 (Computed::Graph(s.loss), s.rollout)
             };
             (computed, Some(reward_stats(&rollout, n)))

@@ -16,7 +16,7 @@ use sharpen_loss::{path_loss, step_loss};
 use sharpen_schedulers::Sampler;
 
 use crate::ddpo::{ddpo_prepare, DdpoConfig, DdpoInputs};
-use crate::dpo::{dpo_prepare, sample_rollout, DpoConfig, DpoInputs};
+use crate::dpo::{dpo_prepare, sample_rollout, DpoConfig, DpoInputs, Sampling};
 use crate::model::{EpsModel, LatentDecoder, TextCond};
 use crate::rlhf::{rlhf_prepare, RlhfConfig, RlhfInputs, RlhfStepValue};
 use crate::trajectory::{
@@ -219,10 +219,7 @@ pub fn checkpointed_calls_grads<B: AutodiffBackend>(
 /// [`checkpointed_calls_grads`]. Returns the loss value, the UNet's gradients and the rollout.
 pub fn dpo_grads<B, Ref, D>(
     unet: &UNet2DConditionModel<B>,
-    reference: &Ref,
-    decoder: &D,
-    generation: &Sampler,
-    n: usize,
+    reference: &Sampling<'_, Ref, D>,
     config: &DpoConfig,
     inputs: DpoInputs<'_, B::InnerBackend>,
 ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams, Rollout), TrajectoryError>
@@ -231,7 +228,7 @@ where
     Ref: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let prepared = dpo_prepare(reference, decoder, generation, n, config, inputs)?;
+    let prepared = dpo_prepare(reference, config, inputs)?;
     let call = UNetCall {
         x: prepared.x_t.clone(),
         t: prepared.t,
@@ -250,10 +247,7 @@ where
 /// [`checkpointed_calls_grads`]. Returns the loss value, the UNet's gradients and the rollout.
 pub fn ddpo_grads<B, R, D>(
     unet: &UNet2DConditionModel<B>,
-    rollout: &R,
-    decoder: &D,
-    sampler: &Sampler,
-    n: usize,
+    rollout: &Sampling<'_, R, D>,
     config: &DdpoConfig,
     inputs: DdpoInputs<'_, B::InnerBackend>,
 ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams, Rollout), TrajectoryError>
@@ -262,7 +256,8 @@ where
     R: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let prepared = ddpo_prepare(rollout, decoder, sampler, n, config, inputs)?;
+    let prepared = ddpo_prepare(rollout, config, inputs)?;
+    let (sampler, n) = (rollout.sampler, rollout.n);
     let g = config.rollout_cfg;
     // As `guided_eps`: the unconditional call only when guidance is on.
     let uncond = prepared.uncond.as_ref().filter(|_| g != 1.0);

@@ -8,7 +8,7 @@ use sharpen_loss::{group_advantages, ppo_clip_loss};
 use sharpen_rewards::Reward;
 use sharpen_schedulers::Sampler;
 
-use crate::dpo::{sample_rollout, BaselineStep};
+use crate::dpo::{sample_rollout, BaselineStep, Sampling};
 use crate::model::{EpsModel, LatentDecoder, TextCond};
 use crate::rlhf::guided_eps;
 use crate::trajectory::{lift_cond, repeat_prompts, score_latents, TrajectoryError};
@@ -117,13 +117,16 @@ impl<B: Backend> DdpoPrepared<B> {
 
 /// The no-autograd part of [`ddpo_step`].
 pub(crate) fn ddpo_prepare<B: Backend>(
-    rollout: &impl EpsModel<B>,
-    decoder: &impl LatentDecoder<B>,
-    sampler: &Sampler,
-    n: usize,
+    sampling: &Sampling<'_, impl EpsModel<B>, impl LatentDecoder<B>>,
     config: &DdpoConfig,
     inputs: DdpoInputs<'_, B>,
 ) -> Result<DdpoPrepared<B>, TrajectoryError> {
+    let Sampling {
+        model: rollout,
+        decoder,
+        sampler,
+        n,
+    } = *sampling;
     let DdpoInputs {
         reward,
         cond,
@@ -207,10 +210,7 @@ pub(crate) fn ddpo_prepare<B: Backend>(
 /// average PPO's clipped objective over them.
 pub fn ddpo_step<B, M, R, D>(
     train: &M,
-    rollout: &R,
-    decoder: &D,
-    sampler: &Sampler,
-    n: usize,
+    rollout: &Sampling<'_, R, D>,
     config: &DdpoConfig,
     inputs: DdpoInputs<'_, B::InnerBackend>,
 ) -> Result<BaselineStep<B>, TrajectoryError>
@@ -220,7 +220,7 @@ where
     R: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let prepared = ddpo_prepare(rollout, decoder, sampler, n, config, inputs)?;
+    let prepared = ddpo_prepare(rollout, config, inputs)?;
     let train_cond = lift_cond::<B>(&prepared.cond);
     let train_uncond = prepared.uncond.as_ref().map(lift_cond::<B>);
     let eps: Vec<Tensor<B, 4>> = prepared
@@ -237,9 +237,9 @@ where
             )
         })
         .collect();
-    let loss = prepared.loss(sampler, config, eps);
+    let loss = prepared.loss(rollout.sampler, config, eps);
     Ok(BaselineStep {
         loss,
-        rollout: sample_rollout(prepared.scores, n),
+        rollout: sample_rollout(prepared.scores, rollout.n),
     })
 }

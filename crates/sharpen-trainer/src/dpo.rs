@@ -50,6 +50,16 @@ pub struct BaselineStep<B: AutodiffBackend> {
     pub rollout: Rollout,
 }
 
+/// The no-graph side of a baseline step: the model that draws the samples (Diffusion-DPO: the
+/// frozen reference; DDPO: the current weights without a graph), the decoder the reward sees
+/// the samples through, the sampler, and the samples per prompt.
+pub struct Sampling<'a, S, D> {
+    pub model: &'a S,
+    pub decoder: &'a D,
+    pub sampler: &'a Sampler,
+    pub n: usize,
+}
+
 /// Rewards of final samples as a one-step [`Rollout`], with per-prompt selections.
 pub(crate) fn sample_rollout(scores: Vec<f64>, n: usize) -> Rollout {
     Rollout {
@@ -107,13 +117,16 @@ pub struct DpoInputs<'a, B: Backend> {
 
 /// The no-autograd part of [`dpo_step`].
 pub(crate) fn dpo_prepare<B: Backend>(
-    reference: &impl EpsModel<B>,
-    decoder: &impl LatentDecoder<B>,
-    generation: &Sampler,
-    n: usize,
+    sampling: &Sampling<'_, impl EpsModel<B>, impl LatentDecoder<B>>,
     config: &DpoConfig,
     inputs: DpoInputs<'_, B>,
 ) -> Result<DpoPrepared<B>, TrajectoryError> {
+    let Sampling {
+        model: reference,
+        decoder,
+        sampler: generation,
+        n,
+    } = *sampling;
     let DpoInputs {
         reward,
         cond,
@@ -178,10 +191,7 @@ pub(crate) fn dpo_prepare<B: Backend>(
 /// the trained model's and the reference's errors. Prompts whose samples all tie are skipped.
 pub fn dpo_step<B, M, Ref, D>(
     train: &M,
-    reference: &Ref,
-    decoder: &D,
-    generation: &Sampler,
-    n: usize,
+    reference: &Sampling<'_, Ref, D>,
     config: &DpoConfig,
     inputs: DpoInputs<'_, B::InnerBackend>,
 ) -> Result<BaselineStep<B>, TrajectoryError>
@@ -191,7 +201,7 @@ where
     Ref: EpsModel<B::InnerBackend>,
     D: LatentDecoder<B::InnerBackend>,
 {
-    let prepared = dpo_prepare(reference, decoder, generation, n, config, inputs)?;
+    let prepared = dpo_prepare(reference, config, inputs)?;
     let losses = step_loss(
         train.predict(
             Tensor::from_inner(prepared.x_t.clone()),

@@ -19,7 +19,7 @@ pub use checkpointed::{
     sft_grads, UNetCall,
 };
 pub use ddpo::{ddpo_step, DdpoConfig, DdpoDraw, DdpoInputs};
-pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw, DpoInputs};
+pub use dpo::{dpo_step, BaselineStep, DpoConfig, DpoDraw, DpoInputs, Sampling};
 pub use model::{EpsModel, LatentDecoder, TextCond, VaeDecoder};
 pub use rlhf::{
     generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfInputs, RlhfSelect, RlhfStep,

@@ -8,7 +8,7 @@ use sharpen_rewards::Reward;
 use sharpen_schedulers::{Sampler, SamplerKind, SchedulerConfig};
 use sharpen_trainer::{
     ddpo_step, dpo_step, generate, BaselineStep, DdpoConfig, DdpoDraw, DdpoInputs, DpoConfig,
-    DpoDraw, DpoInputs, TrajectoryError,
+    DpoDraw, DpoInputs, Sampling, TrajectoryError,
 };
 
 const PROMPTS: [&str; 2] = ["a", "b"];
@@ -24,10 +24,12 @@ fn dpo(w: f32, config: &DpoConfig, reward: &dyn Reward<B>) -> (BaselineStep<AD>,
     let train = Toy::<AD>::new(w);
     let out = dpo_step::<AD, _, _, _>(
         &train,
-        &Toy::<B>::new(W_REF),
-        &SigmoidDecoder,
-        &sampler(),
-        N,
+        &Sampling {
+            model: &Toy::<B>::new(W_REF),
+            decoder: &SigmoidDecoder,
+            sampler: &sampler(),
+            n: N,
+        },
         config,
         DpoInputs {
             reward,
@@ -169,10 +171,12 @@ fn ddpo(
     let train = Toy::<AD>::new(w);
     let out = ddpo_step::<AD, _, _, _>(
         &train,
-        &Toy::<B>::new(W_REF),
-        &SigmoidDecoder,
-        &policy_sampler(),
-        N,
+        &Sampling {
+            model: &Toy::<B>::new(W_REF),
+            decoder: &SigmoidDecoder,
+            sampler: &policy_sampler(),
+            n: N,
+        },
         config,
         DdpoInputs {
             reward,
