@@ -26,12 +26,13 @@ pub fn scores(ledger: &Path) -> PathBuf {
     ledger.join("scores")
 }
 
-/// `r` has a finished entry made with the same config.
+/// `r` has a finished entry made with the same config (the same settings; comments may differ).
 pub fn recorded(ledger: &Path, r: &Planned) -> bool {
     let dir = entry(ledger, r);
-    std::fs::read_to_string(dir.join("config.toml")).is_ok_and(|c| c == r.config)
-        && COPIED.iter().all(|f| dir.join(f).is_file())
-        && dir.join("compare.json").is_file()
+    let settings = |text: &str| text.parse::<toml::Table>().ok();
+    let same = std::fs::read_to_string(dir.join("config.toml"))
+        .is_ok_and(|c| settings(&c).is_some() && settings(&c) == settings(&r.config));
+    same && COPIED.iter().all(|f| dir.join(f).is_file()) && dir.join("compare.json").is_file()
 }
 
 fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -101,8 +102,12 @@ mod tests {
         std::fs::remove_dir_all(&r.dir).unwrap();
         assert!(recorded(&ledger, r));
         // Another config for the same run: not recorded.
+        let mut reworded = r.clone();
+        reworded.config = format!("# another comment\n{}", r.config);
+        assert!(recorded(&ledger, &reworded), "a comment is not a setting");
         let mut changed = r.clone();
-        changed.config.push_str("# changed\n");
+        changed.config = r.config.replace("seed = 0", "seed = 7");
+        assert_ne!(changed.config, r.config);
         assert!(!recorded(&ledger, &changed));
         // Recording the run again unfinishes the entry until it is evaluated again.
         std::fs::create_dir_all(&r.dir).unwrap();
