@@ -406,7 +406,30 @@ fn write_results(
         train_s / 60.0,
         o.model.display()
     );
-    std::fs::write(&o.results, page).with_context(|| format!("writing {}", o.results.display()))
+    let previous = match std::fs::read_to_string(&o.results) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", o.results.display())),
+    };
+    let page = keep_hand_written(&page, previous.as_deref());
+    let tmp = o.results.with_extension("md.tmp");
+    std::fs::write(&tmp, page).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &o.results).with_context(|| format!("writing {}", o.results.display()))
+}
+
+/// The line under which a results page is written by hand (the reading of the numbers); the
+/// command regenerates everything above it and keeps everything below it.
+pub const HAND_WRITTEN: &str =
+    "<!-- Written by hand below this line: `cargo xtask experiment` keeps it when it rewrites the page. -->";
+
+/// `generated` followed by the hand-written part of the `previous` page (from [`HAND_WRITTEN`]
+/// on), or by the bare marker when there is none yet.
+fn keep_hand_written(generated: &str, previous: Option<&str>) -> String {
+    let tail = previous
+        .and_then(|p| p.find(HAND_WRITTEN).map(|i| &p[i..]))
+        .unwrap_or(HAND_WRITTEN);
+    let tail = tail.trim_end();
+    format!("{}\n\n{tail}\n", generated.trim_end())
 }
 
 /// The options as the command line `args` give them (tests).
@@ -469,6 +492,34 @@ mod tests {
         dirs.sort();
         dirs.dedup();
         assert_eq!(dirs.len(), runs.len(), "one folder per run");
+    }
+
+    #[test]
+    fn rewriting_the_page_keeps_its_hand_written_reading() {
+        let first = keep_hand_written("# Page\n\n| a |\n", None);
+        assert!(first.starts_with("# Page\n\n| a |\n\n"));
+        assert!(first.trim_end().ends_with(HAND_WRITTEN), "{first}");
+        let edited = format!("{first}\n## Reading\n\n- SFT equals standard.\n");
+        let second = keep_hand_written("# Page\n\n| b |\n", Some(&edited));
+        assert!(
+            second.contains("| b |") && !second.contains("| a |"),
+            "{second}"
+        );
+        assert!(
+            second.ends_with("## Reading\n\n- SFT equals standard.\n"),
+            "{second}"
+        );
+        assert_eq!(second.matches(HAND_WRITTEN).count(), 1);
+        assert_eq!(
+            keep_hand_written("# Page\n", Some(&second)),
+            format!(
+                "# Page\n\n{}",
+                &second[second.find(HAND_WRITTEN).unwrap()..]
+            )
+        );
+        // A page written before the marker existed loses nothing it did not generate itself.
+        let old = keep_hand_written("# New\n", Some("# Old page\n"));
+        assert!(!old.contains("Old page") && old.contains(HAND_WRITTEN));
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub fn recorded(ledger: &Path, r: &Planned) -> bool {
     let dir = entry(ledger, r);
     let settings = |text: &str| text.parse::<toml::Table>().ok();
     let same = std::fs::read_to_string(dir.join("config.toml"))
-        .is_ok_and(|c| settings(&c).is_some() && settings(&c) == settings(&r.config));
+        .ok()
+        .and_then(|c| settings(&c))
+        .is_some_and(|c| Some(c) == settings(&r.config));
     same && COPIED.iter().all(|f| dir.join(f).is_file()) && dir.join("compare.json").is_file()
 }
 
