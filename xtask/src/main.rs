@@ -9,6 +9,7 @@ mod download;
 mod experiment;
 mod jobs;
 mod ledger;
+mod page;
 mod manifest;
 mod shapes;
 
