@@ -9,8 +9,8 @@ mod download;
 mod experiment;
 mod jobs;
 mod ledger;
-mod page;
 mod manifest;
+mod page;
 mod shapes;
 
 #[derive(Debug, Parser)]
