@@ -11,7 +11,7 @@ fi
 "$venv/bin/pip" install --quiet -r "$here/requirements.txt"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 cd "$here"
-for script in gen_tokenizers.py gen_text_encoders.py gen_unet.py gen_vae.py gen_single_file.py gen_schedulers.py gen_pipeline.py gen_rewards.py gen_clip.py gen_open_clip.py gen_data.py gen_webdataset.py gen_journeydb.py gen_parquet.py gen_lora.py; do
+for script in gen_tokenizers.py gen_text_encoders.py gen_unet.py gen_vae.py gen_single_file.py gen_schedulers.py gen_pipeline.py gen_rewards.py gen_clip.py gen_open_clip.py gen_data.py gen_webdataset.py gen_journeydb.py gen_parquet.py gen_lora.py gen_photo_sample.py; do
   echo "== $script"
   "$venv/bin/python" "$script"
 done
