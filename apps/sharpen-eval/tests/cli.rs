@@ -232,3 +232,104 @@ runs = ["{}"]
     let bad = eval(&["compare", "--method", "no-equals-sign"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("NAME=PATH"));
 }
+
+/// Copies the folder `from` to `to`, recursively, following links (the fixture links shared parts).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn compare_keeps_score_records_and_reuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    copy_dir(&root.join("tests/fixtures/pipeline/tiny-sdxl"), &model);
+    let records = tmp.path().join("records");
+    let config = tmp.path().join("cmp.toml");
+    let write_config = |seeds: u64| {
+        std::fs::write(
+            &config,
+            format!(
+                "prompts = 4\nseeds = {seeds}\nsteps = 2\nbatch_size = 4\nbest_of = [1, 2]\n\
+                 scores = \"{}\"\n\n[[method]]\nname = \"base\"\nmodels = [\"{}\"]\n",
+                records.display(),
+                model.display()
+            ),
+        )
+        .unwrap();
+    };
+    let compare = |out: &str| {
+        let out = tmp.path().join(out);
+        let run = eval(&[
+            "compare",
+            "--config",
+            config.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        let report = std::fs::read_to_string(out.join("compare.json"))
+            .ok()
+            .map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap());
+        (run, report)
+    };
+    write_config(2);
+    let (first, report) = compare("first");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let rows = report.unwrap()["rows"].clone();
+    let files: Vec<_> = std::fs::read_dir(&records).unwrap().collect();
+    assert_eq!(files.len(), 1, "one record per model");
+
+    // Scored again from the record, with the model present (its files unchanged) ...
+    let (again, report) = compare("again");
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log}");
+    assert!(log.contains("1 of 1 models scored from their records"), "{log}");
+    assert_eq!(report.unwrap()["rows"], rows);
+    // ... and absent: the record stands for it.
+    std::fs::remove_dir_all(&model).unwrap();
+    let (absent, report) = compare("absent");
+    let log = String::from_utf8_lossy(&absent.stderr);
+    assert!(absent.status.success(), "{log}");
+    assert!(log.contains("is absent: using its recorded scores"), "{log}");
+    assert_eq!(report.unwrap()["rows"], rows);
+
+    // More seeds than recorded need the model itself: its absence is named.
+    write_config(3);
+    let (more, _) = compare("more");
+    assert!(!more.status.success());
+    let log = String::from_utf8_lossy(&more.stderr);
+    assert!(
+        log.contains(&model.display().to_string()) && log.contains("fewer seeds"),
+        "{log}"
+    );
+    // A damaged record is named, never overwritten.
+    write_config(2);
+    let record = std::fs::read_dir(&records)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&record, "{ not json").unwrap();
+    let (damaged, _) = compare("damaged");
+    assert!(!damaged.status.success());
+    let log = String::from_utf8_lossy(&damaged.stderr);
+    assert!(
+        log.contains(&record.display().to_string()) && log.contains("delete it"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "{ not json");
+}
