@@ -296,14 +296,20 @@ fn compare_keeps_score_records_and_reuses_them() {
     let (again, report) = compare("again");
     let log = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{log}");
-    assert!(log.contains("1 of 1 models scored from their records"), "{log}");
+    assert!(
+        log.contains("1 of 1 models scored from their records"),
+        "{log}"
+    );
     assert_eq!(report.unwrap()["rows"], rows);
     // ... and absent: the record stands for it.
     std::fs::remove_dir_all(&model).unwrap();
     let (absent, report) = compare("absent");
     let log = String::from_utf8_lossy(&absent.stderr);
     assert!(absent.status.success(), "{log}");
-    assert!(log.contains("is absent: using its recorded scores"), "{log}");
+    assert!(
+        log.contains("is absent: using its recorded scores"),
+        "{log}"
+    );
     assert_eq!(report.unwrap()["rows"], rows);
 
     // More seeds than recorded need the model itself: its absence is named.
