@@ -1,14 +1,16 @@
 //! Shared by the `sharpen-*` binaries: which burn backend and device a run uses, logging setup,
-//! and PNG line charts.
+//! PNG line charts and folder copies.
 //!
 //! Architecture Invariant: this crate and the apps are the only places that name a backend type.
 //! Libraries stay generic over `B: Backend`.
 
 mod device;
+mod files;
 mod logging;
 pub mod plot;
 
 #[cfg(feature = "cuda-untuned")]
 pub use device::CudaBackend;
 pub use device::{resolve_device, resolve_devices, CpuBackend, DeviceArg, ResolvedDevice};
+pub use files::copy_tree;
 pub use logging::init_logging;

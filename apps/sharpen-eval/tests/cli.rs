@@ -233,26 +233,12 @@ runs = ["{}"]
     assert!(String::from_utf8_lossy(&bad.stderr).contains("NAME=PATH"));
 }
 
-/// Copies the folder `from` to `to`, recursively, following links (the fixture links shared parts).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn compare_keeps_score_records_and_reuses_them() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    copy_dir(&root.join("tests/fixtures/pipeline/tiny-sdxl"), &model);
+    sharpen_app::copy_tree(&root.join("tests/fixtures/pipeline/tiny-sdxl"), &model, &[]).unwrap();
     let records = tmp.path().join("records");
     let config = tmp.path().join("cmp.toml");
     let write_config = |seeds: u64| {
@@ -267,6 +253,7 @@ fn compare_keeps_score_records_and_reuses_them() {
         )
         .unwrap();
     };
+    // `compare` into `out`: whether it succeeded, its log, and its rows when it wrote them.
     let compare = |out: &str| {
         let out = tmp.path().join(out);
         let run = eval(&[
@@ -276,51 +263,39 @@ fn compare_keeps_score_records_and_reuses_them() {
             "--output",
             out.to_str().unwrap(),
         ]);
-        let report = std::fs::read_to_string(out.join("compare.json"))
+        let rows = std::fs::read_to_string(out.join("compare.json"))
             .ok()
-            .map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap());
-        (run, report)
+            .map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap()["rows"].clone());
+        let log = String::from_utf8_lossy(&run.stderr).into_owned();
+        (run.status.success(), log, rows)
+    };
+    // A run that must succeed with `says` in its log and the first run's rows.
+    let reuses = |out: &str, says: &str, rows: &serde_json::Value| {
+        let (ok, log, got) = compare(out);
+        assert!(ok && log.contains(says), "{out}: {log}");
+        assert_eq!(got.as_ref(), Some(rows), "{out}");
+    };
+    // A run that must fail naming each of `names`.
+    let fails = |out: &str, names: &[&str]| {
+        let (ok, log, _) = compare(out);
+        assert!(!ok && names.iter().all(|n| log.contains(n)), "{out}: {log}");
     };
     write_config(2);
-    let (first, report) = compare("first");
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let rows = report.unwrap()["rows"].clone();
+    let (ok, log, rows) = compare("first");
+    assert!(ok, "{log}");
+    let rows = rows.unwrap();
     let files: Vec<_> = std::fs::read_dir(&records).unwrap().collect();
     assert_eq!(files.len(), 1, "one record per model");
 
     // Scored again from the record, with the model present (its files unchanged) ...
-    let (again, report) = compare("again");
-    let log = String::from_utf8_lossy(&again.stderr);
-    assert!(again.status.success(), "{log}");
-    assert!(
-        log.contains("1 of 1 models scored from their records"),
-        "{log}"
-    );
-    assert_eq!(report.unwrap()["rows"], rows);
+    reuses("again", "1 of 1 models scored from their records", &rows);
     // ... and absent: the record stands for it.
     std::fs::remove_dir_all(&model).unwrap();
-    let (absent, report) = compare("absent");
-    let log = String::from_utf8_lossy(&absent.stderr);
-    assert!(absent.status.success(), "{log}");
-    assert!(
-        log.contains("is absent: using its recorded scores"),
-        "{log}"
-    );
-    assert_eq!(report.unwrap()["rows"], rows);
+    reuses("absent", "is absent: using its recorded scores", &rows);
 
     // More seeds than recorded need the model itself: its absence is named.
     write_config(3);
-    let (more, _) = compare("more");
-    assert!(!more.status.success());
-    let log = String::from_utf8_lossy(&more.stderr);
-    assert!(
-        log.contains(&model.display().to_string()) && log.contains("fewer seeds"),
-        "{log}"
-    );
+    fails("more", &[&model.display().to_string(), "fewer seeds"]);
     // A damaged record is named, never overwritten.
     write_config(2);
     let record = std::fs::read_dir(&records)
@@ -330,12 +305,6 @@ fn compare_keeps_score_records_and_reuses_them() {
         .unwrap()
         .path();
     std::fs::write(&record, "{ not json").unwrap();
-    let (damaged, _) = compare("damaged");
-    assert!(!damaged.status.success());
-    let log = String::from_utf8_lossy(&damaged.stderr);
-    assert!(
-        log.contains(&record.display().to_string()) && log.contains("delete it"),
-        "{log}"
-    );
+    fails("damaged", &[&record.display().to_string(), "delete it"]);
     assert_eq!(std::fs::read_to_string(&record).unwrap(), "{ not json");
 }

@@ -17,19 +17,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let dest = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_tree(&path, &dest);
-        } else {
-            std::fs::copy(&path, &dest).unwrap();
-        }
-    }
-}
-
 /// The RGB pixels of a PNG (its text chunks name the model and LoRA, so bytes differ).
 fn pixels(path: &Path) -> Vec<u8> {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
@@ -98,7 +85,7 @@ fn lora_files_reproduce_the_merged_pipeline() {
     save_unet_lora(&peft, &lora, &base.config, LoraLayout::Diffusers).unwrap();
     save_unet_lora(&kohya, &lora, &base.config, LoraLayout::Kohya).unwrap();
     let merged_model = dir.path().join("merged");
-    copy_tree(&model, &merged_model);
+    sharpen_app::copy_tree(&model, &merged_model, &[]).unwrap();
     let merged = lora.merge(base.clone(), 1.0, &unet_checkpoint_key).unwrap();
     save_unet(&merged_model.join("unet"), &merged).unwrap();
 

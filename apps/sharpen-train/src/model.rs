@@ -293,26 +293,6 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), RunDirError> {
         })
 }
 
-/// Copies a folder (following links), skipping the top-level entries in `skip`.
-fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if skip.iter().any(|s| name == *s) {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            copy_tree(&path, &to.join(&name), &[])?;
-        } else {
-            std::fs::copy(&path, to.join(&name))
-                .with_context(|| format!("copying {}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// Writes the complete trained pipeline to `out`: the trained parts, everything else copied
 /// from `source`. Written beside `out` under a temporary name, then renamed over it. With
 /// `vae_scaling_factor`, the exported `vae/config.json` carries it.
@@ -336,7 +316,7 @@ pub fn export_pipeline<B: Backend>(
     if model.vae.is_some() {
         skip.push("vae");
     }
-    copy_tree(source, &tmp, &skip)?;
+    sharpen_app::copy_tree(source, &tmp, &skip)?;
     model.save(&tmp, source)?;
     if let Some(factor) = vae_scaling_factor {
         let path = tmp.join("vae/config.json");
