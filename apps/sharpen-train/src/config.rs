@@ -71,10 +71,13 @@ impl RewardConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DataConfig {
-    /// The shapes world's training split, rendered on the fly (images and captions).
+    /// The shapes world's training split, rendered on the fly (images and captions); with
+    /// `prompts`, only those captions, each at fresh random layouts.
     Shapes {
         #[serde(default)]
         seed: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        prompts: Vec<String>,
     },
     /// A prompt list (RLHF only): `.txt` (one per line), `.jsonl` (`prompt` / `text`, or
     /// `field`), DrawBench-style `.csv` (`Prompts` column, or `field`).
@@ -489,6 +492,16 @@ impl TrainConfig {
                     "validation",
                     "steps, seeds and count must be at least 1".into(),
                 ));
+            }
+        }
+        if let DataConfig::Shapes { prompts, .. } = &self.data {
+            for (i, prompt) in prompts.iter().enumerate() {
+                if shapes_world::Scene::parse(prompt).is_none() {
+                    return Err(field(
+                        &format!("data.prompts[{i}]"),
+                        format!("`{prompt}` is not a shapes-world caption (\"a red circle\", \"a red circle above a blue square\")"),
+                    ));
+                }
             }
         }
         if !self.method.online() && matches!(self.data, DataConfig::Prompts { .. }) {

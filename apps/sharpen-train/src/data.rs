@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use shapes_world::{ShapesWorld, Split, SplitMix64};
+use shapes_world::{Scene, SceneList, ShapesWorld, Split, SplitMix64};
 use sharpen_data::{load_prompts, DataError, ImageFolder, ParquetImages, Skipped, WebDataset};
 
 use crate::config::{DataConfig, Shard};
@@ -106,6 +106,7 @@ impl Order {
 /// The rows of a dataset.
 enum Rows {
     Shapes(ShapesWorld),
+    Scenes(SceneList),
     Prompts(Vec<String>, Order),
     Images {
         order: Order,
@@ -121,11 +122,39 @@ impl Rows {
     /// `seed` (the run's) orders shuffled datasets.
     fn open(config: &DataConfig, resolution: usize, seed: u64) -> anyhow::Result<Self> {
         Ok(match config {
-            DataConfig::Shapes { seed } => Rows::Shapes(ShapesWorld {
-                split: Split::Train,
-                size: resolution,
-                seed: *seed,
-            }),
+            DataConfig::Shapes { seed, prompts } if prompts.is_empty() => {
+                Rows::Shapes(ShapesWorld {
+                    split: Split::Train,
+                    size: resolution,
+                    seed: *seed,
+                })
+            }
+            DataConfig::Shapes { seed, prompts } => {
+                let scenes = prompts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        Scene::parse(p).with_context(|| {
+                            format!("data.prompts[{i}]: `{p}` is not a shapes-world caption")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let held_out = scenes
+                    .iter()
+                    .filter(|s| shapes_world::is_held_out(s))
+                    .count();
+                if held_out > 0 {
+                    tracing::warn!(
+                        "data.prompts: {held_out} of {} prompts use held-out combinations of the shapes world",
+                        scenes.len()
+                    );
+                }
+                Rows::Scenes(SceneList {
+                    scenes,
+                    size: resolution,
+                    seed: *seed,
+                })
+            }
             DataConfig::Prompts {
                 path,
                 field,
@@ -223,6 +252,15 @@ impl Rows {
         match self {
             Rows::Shapes(world) => {
                 let (scene, image) = world.get(index);
+                Example {
+                    prompt: scene.to_string(),
+                    image: Some(image.rgb),
+                }
+            }
+            Rows::Scenes(list) => {
+                let (scene, image) = list
+                    .get(index)
+                    .unwrap_or_else(|| panic!("no {} px layout of a listed scene", list.size));
                 Example {
                     prompt: scene.to_string(),
                     image: Some(image.rgb),
@@ -327,7 +365,7 @@ impl Source {
     /// Rows of the dataset (all ranks together); `None` for the endless shapes world.
     pub fn rows(&self) -> Option<usize> {
         match &self.rows {
-            Rows::Shapes(_) => None,
+            Rows::Shapes(_) | Rows::Scenes(_) => None,
             Rows::Prompts(list, _) => Some(list.len()),
             Rows::Images { folder, .. } => Some(folder.len()),
         }
@@ -377,6 +415,40 @@ mod tests {
         mine.sort();
         mine.dedup();
         assert_eq!(mine.len(), 10, "each row once per pass");
+    }
+
+    #[test]
+    fn shapes_prompts_render_only_the_listed_captions() {
+        let prompts = vec![
+            "a red circle".to_string(),
+            "A blue square above a green triangle ".to_string(),
+        ];
+        let config = DataConfig::Shapes { seed: 0, prompts };
+        let source = Source::open(&config, 32, 9, Shard::default()).unwrap();
+        assert_eq!(source.rows(), None, "endless: fresh layouts every pass");
+        let got: Vec<Example> = (0..6).map(|i| source.get(i)).collect();
+        for (i, e) in got.iter().enumerate() {
+            let want = ["a red circle", "a blue square above a green triangle"][i % 2];
+            assert_eq!(e.prompt, want, "example {i}: the canonical caption");
+            let image = e.image.as_ref().expect("an image");
+            assert!(
+                shapes_world::score(image, 32, want).all_correct,
+                "example {i}"
+            );
+        }
+        assert_ne!(got[0].image, got[2].image, "a new layout each time round");
+        let bad = DataConfig::Shapes {
+            seed: 0,
+            prompts: vec!["a red circle".into(), "a purple circle".into()],
+        };
+        let err = format!(
+            "{:#}",
+            Source::open(&bad, 32, 9, Shard::default()).err().unwrap()
+        );
+        assert!(
+            err.contains("data.prompts[1]") && err.contains("a purple circle"),
+            "{err}"
+        );
     }
 
     #[test]

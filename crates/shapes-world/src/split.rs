@@ -90,3 +90,25 @@ impl ShapesWorld {
         }
     }
 }
+
+/// A deterministic, indexable source of renders of a fixed list of scenes: item `index` is scene
+/// `index % len` at a layout (sizes, positions) drawn from `seed` and `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SceneList {
+    pub scenes: Vec<Scene>,
+    pub size: usize,
+    pub seed: u64,
+}
+
+impl SceneList {
+    /// Item `index`; `None` when the list is empty or the size admits no layout of the scene.
+    pub fn get(&self, index: u64) -> Option<(Scene, Image)> {
+        let scene = *self
+            .scenes
+            .get((index % self.scenes.len().max(1) as u64) as usize)?;
+        let mut rng =
+            SplitMix64::new(self.seed ^ 0x4444 ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        // A failed placement is a rare unlucky draw at small sizes: retry a bounded number of times.
+        (0..64).find_map(|_| render(&scene, self.size, &mut rng).map(|image| (scene, image)))
+    }
+}

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 
 use shapes_world::{
-    is_held_out, score, Color, Object, Scene, ShapesWorld, Split, COLORS, RELATIONS, SHAPES,
+    is_held_out, score, Color, Object, Scene, SceneList, ShapesWorld, Split, COLORS, RELATIONS,
+    SHAPES,
 };
 
 fn world(split: Split) -> ShapesWorld {
@@ -107,4 +108,32 @@ fn splits_keep_held_out_combinations_out_of_training() {
         color: Color::Red,
         shape: SHAPES[0],
     };
+}
+
+#[test]
+fn a_scene_list_cycles_its_scenes_at_varied_layouts() {
+    let captions = ["a red circle", "a green square above a blue triangle"];
+    let list = SceneList {
+        scenes: captions.iter().map(|c| Scene::parse(c).unwrap()).collect(),
+        size: 32,
+        seed: 3,
+    };
+    let items: Vec<_> = (0..40).map(|i| list.get(i).expect("renders")).collect();
+    for (i, (scene, image)) in items.iter().enumerate() {
+        assert_eq!(scene.to_string(), captions[i % 2], "item {i}");
+        let s = score(&image.rgb, image.size, &scene.to_string());
+        assert!(s.all_correct, "item {i}: the render matches its caption");
+    }
+    let layouts: HashSet<&Vec<u8>> = items.iter().map(|(_, image)| &image.rgb).collect();
+    assert!(
+        layouts.len() >= 35,
+        "{} distinct renders of 40",
+        layouts.len()
+    );
+    assert_eq!(list.get(7), list.get(7), "an item is the same every time");
+    let empty = SceneList {
+        scenes: vec![],
+        ..list
+    };
+    assert_eq!(empty.get(0), None);
 }
