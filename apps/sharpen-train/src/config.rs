@@ -495,14 +495,7 @@ impl TrainConfig {
             }
         }
         if let DataConfig::Shapes { prompts, .. } = &self.data {
-            for (i, prompt) in prompts.iter().enumerate() {
-                if shapes_world::Scene::parse(prompt).is_none() {
-                    return Err(field(
-                        &format!("data.prompts[{i}]"),
-                        format!("`{prompt}` is not a shapes-world caption (\"a red circle\", \"a red circle above a blue square\")"),
-                    ));
-                }
-            }
+            crate::data::listed_scenes(prompts, self.resolution)?;
         }
         if !self.method.online() && matches!(self.data, DataConfig::Prompts { .. }) {
             bail!("config field `data`: {:?} trains on images; a prompt list serves only sharpen-rlhf, ddpo and diffusion-dpo", self.method);

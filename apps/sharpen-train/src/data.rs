@@ -103,6 +103,31 @@ impl Order {
     }
 }
 
+/// The scenes of the shapes world's `data.prompts`: each caption parsed, and rendered once at
+/// `resolution` to check that it has a layout there.
+pub fn listed_scenes(prompts: &[String], resolution: usize) -> anyhow::Result<Vec<Scene>> {
+    let check = |prompt: &str| {
+        let scene = Scene::parse(prompt).ok_or_else(|| {
+            format!("`{prompt}` is not a shapes-world caption (\"a red circle\", \"a red circle above a blue square\")")
+        })?;
+        let one = SceneList {
+            scenes: vec![scene],
+            size: resolution,
+            seed: 0,
+        };
+        one.get(0)
+            .map(|_| scene)
+            .ok_or_else(|| format!("`{prompt}` has no layout at {resolution} px"))
+    };
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, prompt)| {
+            check(prompt).map_err(|m| anyhow::anyhow!("config field `data.prompts[{i}]`: {m}"))
+        })
+        .collect()
+}
+
 /// The rows of a dataset.
 enum Rows {
     Shapes(ShapesWorld),
@@ -130,15 +155,7 @@ impl Rows {
                 })
             }
             DataConfig::Shapes { seed, prompts } => {
-                let scenes = prompts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        Scene::parse(p).with_context(|| {
-                            format!("data.prompts[{i}]: `{p}` is not a shapes-world caption")
-                        })
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let scenes = listed_scenes(prompts, resolution)?;
                 let held_out = scenes
                     .iter()
                     .filter(|s| shapes_world::is_held_out(s))
@@ -258,9 +275,8 @@ impl Rows {
                 }
             }
             Rows::Scenes(list) => {
-                let (scene, image) = list
-                    .get(index)
-                    .unwrap_or_else(|| panic!("no {} px layout of a listed scene", list.size));
+                // `listed_scenes` rendered every scene at this size.
+                let (scene, image) = list.get(index).expect("a layout at the checked size");
                 Example {
                     prompt: scene.to_string(),
                     image: Some(image.rgb),
