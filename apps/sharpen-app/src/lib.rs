@@ -1,5 +1,5 @@
 //! Shared by the `sharpen-*` binaries: which burn backend and device a run uses, logging setup,
-//! PNG line charts and folder copies.
+//! PNG line charts, folder copies and means with confidence intervals.
 //!
 //! Architecture Invariant: this crate and the apps are the only places that name a backend type.
 //! Libraries stay generic over `B: Backend`.
@@ -8,6 +8,7 @@ mod device;
 mod files;
 mod logging;
 pub mod plot;
+pub mod stats;
 
 #[cfg(feature = "cuda-untuned")]
 pub use device::CudaBackend;

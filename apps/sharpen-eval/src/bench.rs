@@ -17,7 +17,7 @@ use sharpen_schedulers::SamplerKind;
 use sharpen_weights::LoadOptions;
 
 use crate::shapes::{progress, write};
-use crate::stats::{mean_ci, MeanCi};
+use sharpen_app::stats::{mean_ci, MeanCi};
 
 #[derive(Debug, Default, clap::Args)]
 pub struct BenchArgs {

@@ -22,7 +22,7 @@ use crate::ledger::{Ledger, Scores};
 use crate::paired::{differences, Difference, Scored};
 use crate::parallel::map_jobs;
 use crate::shapes::{best_of_tally, progress, score_candidates, write, Setup, Tally};
-use crate::stats::{mean_ci, MeanCi};
+use sharpen_app::stats::{mean_ci, MeanCi};
 
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {

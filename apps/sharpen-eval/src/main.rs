@@ -10,7 +10,6 @@ mod paired;
 mod parallel;
 mod score;
 mod shapes;
-mod stats;
 
 use clap::{Parser, Subcommand};
 use sharpen_app::{init_logging, resolve_device, DeviceArg, ResolvedDevice};

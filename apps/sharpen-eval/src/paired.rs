@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::shapes::Tally;
-use crate::stats::{mean_ci, MeanCi};
+use sharpen_app::stats::{mean_ci, MeanCi};
 
 /// One method's best-of-1 tallies: `[model][evaluation seed]`.
 pub struct Scored<'a> {

@@ -14,7 +14,7 @@ use sharpen_pipeline::{candidate_seed, GenerateOptions, SdxlPipeline};
 use sharpen_schedulers::SamplerKind;
 use sharpen_weights::LoadOptions;
 
-use crate::stats::{mean_ci, MeanCi};
+use sharpen_app::stats::{mean_ci, MeanCi};
 
 #[derive(Debug, clap::Args)]
 pub struct ShapesArgs {

@@ -16,6 +16,7 @@ mod samples;
 mod sections;
 mod setup;
 mod step;
+mod validation;
 
 use std::path::PathBuf;
 
@@ -66,10 +67,11 @@ struct Args {
     /// ... of this many (each reads every world-size-th row of the shared order).
     #[arg(long)]
     world_size: Option<usize>,
-    /// Where to run: cpu, cuda or cuda:N. A CUDA request falls back to the CPU, with a warning,
-    /// when this binary lacks the `cuda` feature or no GPU is present.
-    #[arg(long, default_value = "cpu", conflicts_with = "devices")]
-    device: DeviceArg,
+    /// Where to run: cpu, cuda or cuda:N (default: the config's `devices`, else cpu). Given, it
+    /// replaces the config's `devices` with this one device. A CUDA request falls back to the
+    /// CPU, with a warning, when this binary lacks the `cuda` feature or no GPU is present.
+    #[arg(long, conflicts_with = "devices")]
+    device: Option<DeviceArg>,
     /// Data-parallel training, one peer per device: `cuda:0,cuda:1` (or `cpu,cpu`, to run the
     /// data-parallel path on the CPU). `--batch-size` per device; gradients are averaged before
     /// every optimizer step. Every device must be usable (no fallback). Overrides the config's
@@ -114,9 +116,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(model) = args.model {
         config.model = model;
     }
-    let devices: Vec<DeviceArg> = match args.devices {
-        Some(devices) => devices,
-        None => config
+    let devices: Vec<DeviceArg> = match (args.devices, args.device) {
+        (Some(devices), _) => devices,
+        (None, Some(_)) => Vec::new(),
+        (None, None) => config
             .devices
             .iter()
             .map(|d| d.parse())
@@ -127,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     };
     config.devices = devices.iter().map(ToString::to_string).collect();
     let group = match devices.is_empty() {
-        true => vec![resolve_device(args.device)],
+        true => vec![resolve_device(args.device.unwrap_or(DeviceArg::Cpu))],
         false => resolve_devices(&devices).map_err(anyhow::Error::msg)?,
     };
     let device = group[0];

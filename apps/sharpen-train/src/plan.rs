@@ -5,7 +5,7 @@ use burn::tensor::backend::AutodiffBackend;
 use sharpen_pipeline::SdxlPipeline;
 use sharpen_weights::LoadOptions;
 
-use crate::config::Method;
+use crate::config::{DataConfig, Method};
 use crate::data::Source;
 use crate::model::Trainable;
 use crate::run::RunOptions;
@@ -52,7 +52,21 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
             "{rows} rows ({:.1} passes for this rank)",
             examples as f64 * cfg.shard.world_size as f64 / rows as f64
         ),
-        None => "the shapes world (rendered on the fly)".into(),
+        None => match &cfg.data {
+            DataConfig::Shapes { prompts, .. } if !prompts.is_empty() => format!(
+                "the shapes world, {} listed captions (rendered on the fly)",
+                prompts.len()
+            ),
+            _ => "the shapes world (rendered on the fly)".into(),
+        },
+    };
+    // A dry run plans one peer; the counts below are that peer's.
+    let devices = match cfg.devices.len() {
+        0 | 1 => String::new(),
+        k => format!(
+            "\n  devices: {k} ({}); the counts below are per device",
+            cfg.devices.join(", ")
+        ),
     };
     let validation = if cfg.validation.enabled {
         let prompts = match cfg.validation.prompts.len() {
@@ -68,7 +82,7 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
         "off".into()
     };
     println!(
-        "dry run: {:?} of {} toward `{}`\n  data: {data}\n  steps: {} x {} micro-batches of {} = {examples} examples\n  reward queries: at most {queries} per step, {} in all\n  latents: {} x {} x {}\n  validation: {validation}{}\n  output: {}\n{memory}",
+        "dry run: {:?} of {} toward `{}`{devices}\n  data: {data}\n  steps: {} x {} micro-batches of {} = {examples} examples\n  reward queries: at most {queries} per step, {} in all\n  latents: {} x {} x {}\n  validation: {validation}{}\n  output: {}\n{memory}",
         cfg.method,
         cfg.model.display(),
         cfg.reward.name(),

@@ -1,6 +1,7 @@
-//! `DIR/metrics.png`: loss and reward curves from `metrics.jsonl` (with the validation samples'
-//! reward from `validation.jsonl` over the training rewards), written at each checkpoint and at
-//! the end.
+//! `DIR/metrics.png`: loss and reward curves from `metrics.jsonl` and, when `validation.jsonl`
+//! has rows, the validation samples' reward in a panel of its own (its own scale: it moves by
+//! hundredths where the training rewards spread over the whole 0-1 range), written at each
+//! checkpoint and at the end.
 
 use std::path::Path;
 
@@ -9,7 +10,6 @@ use sharpen_app::plot::{panel, Axes, Canvas, Series, BLUE, GREEN, ORANGE, PURPLE
 
 const W: usize = 720;
 const PANEL_H: usize = 260;
-const H: usize = 2 * PANEL_H;
 
 /// The JSON lines of `path`; a missing file has none.
 fn read_rows(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
@@ -32,13 +32,14 @@ pub fn series(rows: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Reads `metrics` (and `validation`, when present: the reward of the fixed validation samples,
-/// drawn over the training rewards) and writes the two-panel plot to `out` (through a temporary
-/// file).
+/// Reads `metrics` (and `validation`, when present: the reward of the fixed validation samples)
+/// and writes the plot to `out` (through a temporary file): loss, training rewards, and the
+/// validation reward when there is one.
 pub fn write_plot(metrics: &Path, validation: &Path, out: &Path) -> anyhow::Result<()> {
     let rows = read_rows(metrics)?;
-    let validated = read_rows(validation)?;
-    let mut canvas = Canvas::new(W, H);
+    let validated = series(&read_rows(validation)?, "reward_mean");
+    let panels = if validated.is_empty() { 2 } else { 3 };
+    let mut canvas = Canvas::new(W, panels * PANEL_H);
     let axes = |title| Axes {
         title,
         x_label: "step",
@@ -66,9 +67,17 @@ pub fn write_plot(metrics: &Path, validation: &Path, out: &Path) -> anyhow::Resu
                 PURPLE,
                 series(&rows, "generation_reward_mean"),
             ),
-            Series::line("validation", ORANGE, series(&validated, "reward_mean")),
         ],
     );
+    if !validated.is_empty() {
+        panel(
+            &mut canvas,
+            2 * PANEL_H,
+            PANEL_H,
+            axes("validation reward (fixed prompts and seeds)"),
+            &[Series::line("validation", ORANGE, validated)],
+        );
+    }
     canvas.write_png(out)
 }
 
@@ -97,6 +106,17 @@ mod tests {
         let out = dir.path().join("metrics.png");
         write_plot(&metrics, &validation, &out).unwrap();
         let without = std::fs::read(&out).unwrap();
+        let size = |path: &Path| {
+            let decoder =
+                png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+            let info = decoder.read_info().unwrap().info().clone();
+            (info.width as usize, info.height as usize)
+        };
+        assert_eq!(
+            size(&out),
+            (W, 2 * PANEL_H),
+            "no validation panel without validations"
+        );
         std::fs::write(
             &validation,
             "{\"step\":0,\"reward_mean\":0.1}\n{\"step\":15,\"reward_mean\":0.3}\n{\"step\":30,\"reward_mean\":0.5}\n",
@@ -108,21 +128,25 @@ mod tests {
         let mut reader = decoder.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();
-        assert_eq!((info.width, info.height), (W as u32, H as u32));
+        assert_eq!((info.width, info.height), (W as u32, 3 * PANEL_H as u32));
         let pixels = &buf[..info.buffer_size()];
         let count = |c: Rgb| pixels.chunks(3).filter(|p| *p == c).count();
         assert!(count(BLUE) > 200, "loss and reward-mean curves drawn");
         assert!(count(GREEN) > 100, "reward-best curve drawn");
         assert!(count(BLACK) > 1000, "axes and labels drawn");
         assert!(!dir.path().join("metrics.png.tmp").exists());
-        let plotted = pixels[(PANEL_H + TOP) * W * 3..]
-            .chunks(3)
-            .filter(|p| *p == ORANGE)
-            .count();
+        let orange = |rows: std::ops::Range<usize>| {
+            pixels[rows.start * W * 3..rows.end * W * 3]
+                .chunks(3)
+                .filter(|p| *p == ORANGE)
+                .count()
+        };
+        let plotted = orange(2 * PANEL_H + TOP..3 * PANEL_H);
         assert!(
             plotted >= 3 * 25,
-            "validation rewards drawn with a dot at each point, got {plotted} pixels"
+            "validation rewards drawn in the third panel with a dot at each point, got {plotted} pixels"
         );
+        assert_eq!(orange(0..2 * PANEL_H), 0, "and only there");
         assert_ne!(without, std::fs::read(&out).unwrap());
         assert!(
             count(light(BLUE)) > 100,

@@ -381,6 +381,12 @@ pub fn run<B: AutodiffBackend>(
     if let Some(report) = caches.report() {
         eprintln!("{report}");
     }
+    let validations = run.validation_path();
+    if validations.is_file() {
+        if let Some(change) = crate::validation::change(&validations, validation_prompts.len())? {
+            eprintln!("{change}");
+        }
+    }
     if source.corrupt() > 0 {
         eprintln!(
             "skipped {} corrupt images (see the warnings above)",

@@ -53,11 +53,14 @@ fn every_shipped_training_config_passes_a_dry_run() {
         ),
     ] {
         let cfg = tmp.path().join("prompts.toml");
-        let text = quickstart.replace(
-            "kind = \"shapes\"",
-            &format!("kind = \"shapes\"\nprompts = {prompts}"),
+        // The quickstart's own [data] section, replaced by one with these prompts.
+        let start = quickstart.find("[data]").unwrap();
+        let end = start + quickstart[start..].find("\n[trajectory]").unwrap();
+        let text = format!(
+            "{}[data]\nkind = \"shapes\"\nprompts = {prompts}\n{}",
+            &quickstart[..start],
+            &quickstart[end..]
         );
-        assert_ne!(text, quickstart);
         std::fs::write(&cfg, text).unwrap();
         let out = train(&["--config", cfg.to_str().unwrap(), "--dry-run"]);
         let err = String::from_utf8_lossy(&out.stderr);

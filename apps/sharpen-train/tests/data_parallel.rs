@@ -132,4 +132,13 @@ fn an_unavailable_device_is_refused_before_training() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("devices") && err.contains("tpu"), "{err}");
+    // `--device` replaces the config's list: the same config runs (here, plans) on one device.
+    let out = train(&[
+        "--config",
+        bad.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--dry-run",
+    ]);
+    ok(&out);
 }

@@ -1,0 +1,131 @@
+//! How far a run moved its validation reward: the last validation's scores minus the first's, on
+//! the same prompts and noise seeds. Each seed is one repeat (its prompts averaged), so the
+//! interval is over seeds, as `sharpen-eval` reports; pairing cancels what a seed does to both.
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::Context;
+use sharpen_app::stats::{mean_ci, MeanCi};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Change {
+    pub from_step: usize,
+    pub to_step: usize,
+    pub first: f64,
+    pub last: f64,
+    /// Last minus first, per seed.
+    pub change: MeanCi,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = match self.change.mean.abs() > self.change.ci95 {
+            true if self.change.mean > 0.0 => "a resolved rise",
+            true => "a resolved fall",
+            false => "within the seeds' noise",
+        };
+        write!(
+            f,
+            "validation reward {:.3} at step {} -> {:.3} at step {}: paired change {:+.3} ± {:.3} (95% CI over {} seeds; {verdict})",
+            self.first, self.from_step, self.last, self.to_step, self.change.mean, self.change.ci95, self.change.n
+        )
+    }
+}
+
+/// The change between the first and the last validation in `path` (validation.jsonl: one line
+/// per validation, `step` and `scores`, seed-major rows of `prompts` scores). `None` with fewer
+/// than two validations.
+pub fn change(path: &Path, prompts: usize) -> anyhow::Result<Option<Change>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let row: Row = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        rows.push(row);
+    }
+    let (Some(first), Some(last)) = (
+        rows.iter().min_by_key(|r| r.step),
+        rows.iter().max_by_key(|r| r.step),
+    ) else {
+        return Ok(None);
+    };
+    if first.step == last.step {
+        return Ok(None);
+    }
+    let n = first.scores.len();
+    if prompts == 0 || n == 0 || n % prompts != 0 || last.scores.len() != n {
+        anyhow::bail!(
+            "{}: steps {} and {} have {} and {} scores, not the same whole number of rows of {prompts} prompts",
+            path.display(),
+            first.step,
+            last.step,
+            n,
+            last.scores.len()
+        );
+    }
+    let per_seed: Vec<f64> = first
+        .scores
+        .chunks(prompts)
+        .zip(last.scores.chunks(prompts))
+        .map(|(a, b)| b.iter().zip(a).map(|(b, a)| b - a).sum::<f64>() / prompts as f64)
+        .collect();
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    Ok(Some(Change {
+        from_step: first.step,
+        to_step: last.step,
+        first: mean(&first.scores),
+        last: mean(&last.scores),
+        change: mean_ci(&per_seed),
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct Row {
+    step: usize,
+    scores: Vec<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_change_pairs_seeds_and_reads_the_first_and_last_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("validation.jsonl");
+        // 2 prompts x 3 seeds; the middle validation is not used.
+        let lines = [
+            r#"{"step":0,"reward_mean":0.5,"scores":[0.5,0.5, 0.0,1.0, 0.25,0.75]}"#,
+            r#"{"step":50,"reward_mean":0.0,"scores":[0,0, 0,0, 0,0]}"#,
+            r#"{"step":100,"reward_mean":0.7,"scores":[0.7,0.5, 0.3,1.0, 0.25,1.0]}"#,
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let c = change(&path, 2).unwrap().unwrap();
+        assert_eq!((c.from_step, c.to_step), (0, 100));
+        assert!((c.first - 0.5).abs() < 1e-12);
+        assert!((c.last - 0.625).abs() < 1e-12);
+        // Per-seed changes 0.1, 0.15, 0.125: mean 0.125, sd 0.025, t(2) 4.303.
+        assert_eq!(c.change.n, 3);
+        assert!((c.change.mean - 0.125).abs() < 1e-12);
+        assert!((c.change.ci95 - 4.303 * 0.025 / 3f64.sqrt()).abs() < 1e-9);
+        assert!(c.to_string().contains("+0.125 ± 0.062"), "{c}");
+        assert!(c.to_string().contains("a resolved rise"), "{c}");
+        // One prompt per row pairs every score: 6 repeats.
+        assert_eq!(change(&path, 1).unwrap().unwrap().change.n, 6);
+        // Rows that do not divide into the prompts are named, not guessed.
+        let err = change(&path, 4).unwrap_err().to_string();
+        assert!(
+            err.contains("validation.jsonl") && err.contains("4 prompts"),
+            "{err}"
+        );
+        // A single validation has no change.
+        std::fs::write(&path, lines[0]).unwrap();
+        assert!(change(&path, 2).unwrap().is_none());
+    }
+}
