@@ -95,8 +95,9 @@ fn reduced_precision_with_gradient_checkpointing_trains_like_without() {
             std::fs::create_dir_all(&dir).unwrap();
             let lines = format!("precision = \"bf16\"\ngradient_checkpointing = {ckpt}\n{extra}");
             let cfg = config(&dir, method, &lines);
-            // beta 2500 turns bf16 rounding of the path losses into whole units of the loss.
-            with_rlhf(&cfg, "beta = 25.0");
+            // beta 2500 turns bf16 rounding of the path losses into whole units of the loss;
+            // at 25, flex's SIMD kernels (another summation order) moved step 2's loss by 5.6%.
+            with_rlhf(&cfg, "beta = 2.5");
             ok(&train_in(&cfg, &dir.join("run"), &["--steps", "2"]));
             runs.push(metrics(&dir.join("run")));
         }
