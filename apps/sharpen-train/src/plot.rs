@@ -34,8 +34,13 @@ pub fn series(rows: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
 
 /// Reads `metrics` (and `validation`, when present: the reward of the fixed validation samples)
 /// and writes the plot to `out` (through a temporary file): loss, training rewards, and the
-/// validation reward when there is one.
-pub fn write_plot(metrics: &Path, validation: &Path, out: &Path) -> anyhow::Result<()> {
+/// validation reward when there is one, titled with its paired change (rows of `prompts`).
+pub fn write_plot(
+    metrics: &Path,
+    validation: &Path,
+    prompts: usize,
+    out: &Path,
+) -> anyhow::Result<()> {
     let rows = read_rows(metrics)?;
     let validated = series(&read_rows(validation)?, "reward_mean");
     let panels = if validated.is_empty() { 2 } else { 3 };
@@ -70,15 +75,32 @@ pub fn write_plot(metrics: &Path, validation: &Path, out: &Path) -> anyhow::Resu
         ],
     );
     if !validated.is_empty() {
+        // Its own scale magnifies hundredths: the title says how far it moved, and how surely.
+        let change = crate::validation::change(validation, prompts)
+            .ok()
+            .flatten();
+        let title = validation_title(change.as_ref());
         panel(
             &mut canvas,
             2 * PANEL_H,
             PANEL_H,
-            axes("validation reward (fixed prompts and seeds)"),
+            axes(&title),
             &[Series::line("validation", ORANGE, validated)],
         );
     }
     canvas.write_png(out)
+}
+
+/// The validation panel's title (the plot's font is ASCII): the paired change since the first
+/// validation with its 95% interval, when there are two validations of whole rows.
+fn validation_title(change: Option<&crate::validation::Change>) -> String {
+    match change {
+        Some(c) => format!(
+            "validation: {:+.3} +- {:.3} (95% ci, {} seeds)",
+            c.change.mean, c.change.ci95, c.change.n
+        ),
+        None => "validation reward (fixed prompts and seeds)".into(),
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +108,26 @@ mod tests {
     use super::*;
     use sharpen_app::plot::{light, Rgb, BLACK};
     const TOP: usize = 30;
+
+    #[test]
+    fn the_validation_title_carries_the_paired_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("validation.jsonl");
+        std::fs::write(
+            &path,
+            "{\"step\":0,\"scores\":[0.5,0.25,0.5]}\n{\"step\":9,\"scores\":[0.75,0.5,0.5]}\n",
+        )
+        .unwrap();
+        let change = crate::validation::change(&path, 1).unwrap().unwrap();
+        let title = validation_title(Some(&change));
+        assert!(title.starts_with("validation: +0.167 +- "), "{title}");
+        assert!(title.ends_with("(95% ci, 3 seeds)"), "{title}");
+        assert!(
+            title.is_ascii() && title.len() <= 50,
+            "fits the panel: {title}"
+        );
+        assert!(validation_title(None).starts_with("validation reward"));
+    }
 
     #[test]
     fn plots_curves_into_a_png() {
@@ -104,7 +146,7 @@ mod tests {
         std::fs::write(&metrics, lines).unwrap();
         let validation = dir.path().join("validation.jsonl");
         let out = dir.path().join("metrics.png");
-        write_plot(&metrics, &validation, &out).unwrap();
+        write_plot(&metrics, &validation, 1, &out).unwrap();
         let without = std::fs::read(&out).unwrap();
         let size = |path: &Path| {
             let decoder =
@@ -122,7 +164,7 @@ mod tests {
             "{\"step\":0,\"reward_mean\":0.1}\n{\"step\":15,\"reward_mean\":0.3}\n{\"step\":30,\"reward_mean\":0.5}\n",
         )
         .unwrap();
-        write_plot(&metrics, &validation, &out).unwrap();
+        write_plot(&metrics, &validation, 1, &out).unwrap();
         let decoder =
             png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
         let mut reader = decoder.read_info().unwrap();

@@ -356,7 +356,7 @@ pub fn run<B: AutodiffBackend>(
             save(&trainer)?;
             saved_at = report.step;
             sample(current(&trainer), report.step)?;
-            plot(&run);
+            plot(&run, validation_prompts.len());
         }
         if interrupted {
             bar.abandon_with_message("interrupted");
@@ -374,7 +374,7 @@ pub fn run<B: AutodiffBackend>(
     if saved_at != trainer.state.step {
         save(&trainer)?;
         sample(current(&trainer), trainer.state.step)?;
-        plot(&run);
+        plot(&run, validation_prompts.len());
     }
     bar.finish();
     crate::export::finish(cfg, &run.root, current(&trainer), &source, &device)?;

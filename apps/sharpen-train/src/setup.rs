@@ -206,7 +206,6 @@ pub fn latent_scaling_factor<B: Backend>(
     Ok(1.0 / var.sqrt())
 }
 
-/// Redraws `metrics.png`; a failure is logged, never fatal.
 /// The autoencoder's loss: pixel MSE of the reconstruction from a posterior sample (noise `eps`)
 /// plus `kl_weight` x the KL divergence to the unit Gaussian.
 pub fn autoencoder_loss<B: AutodiffBackend>(
@@ -227,9 +226,11 @@ pub fn autoencoder_loss<B: AutodiffBackend>(
     mse + kl.mul_scalar(kl_weight)
 }
 
-pub fn plot(run: &RunDir) {
+/// Redraws `metrics.png` (validation rows of `prompts` scores); a failure is logged, never fatal.
+pub fn plot(run: &RunDir, prompts: usize) {
     let out = run.root.join("metrics.png");
-    if let Err(e) = crate::plot::write_plot(&run.metrics_path(), &run.validation_path(), &out) {
+    let (metrics, validation) = (run.metrics_path(), run.validation_path());
+    if let Err(e) = crate::plot::write_plot(&metrics, &validation, prompts, &out) {
         tracing::warn!("could not draw metrics.png: {e:#}");
     }
 }
