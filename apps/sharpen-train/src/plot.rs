@@ -8,6 +8,8 @@ use std::path::Path;
 use anyhow::Context;
 use sharpen_app::plot::{panel, Axes, Canvas, Series, BLUE, GREEN, ORANGE, PURPLE, RED};
 
+use crate::validation::Validation;
+
 const W: usize = 720;
 const PANEL_H: usize = 260;
 
@@ -32,17 +34,21 @@ pub fn series(rows: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Reads `metrics` (and `validation`, when present: the reward of the fixed validation samples)
-/// and writes the plot to `out` (through a temporary file): loss, training rewards, and the
-/// validation reward when there is one, titled with its paired change (rows of `prompts`).
+/// Reads `metrics` and writes the plot to `out` (through a temporary file): loss, training
+/// rewards, and, when there are `validations` (the reward of the fixed validation samples), their
+/// reward, titled with its paired change (rows of `prompts`).
 pub fn write_plot(
     metrics: &Path,
-    validation: &Path,
+    validations: &[Validation],
     prompts: usize,
     out: &Path,
 ) -> anyhow::Result<()> {
     let rows = read_rows(metrics)?;
-    let validated = series(&read_rows(validation)?, "reward_mean");
+    let validated: Vec<(f64, f64)> = validations
+        .iter()
+        .map(|v| (v.step as f64, v.reward_mean))
+        .filter(|(_, r)| r.is_finite())
+        .collect();
     let panels = if validated.is_empty() { 2 } else { 3 };
     let mut canvas = Canvas::new(W, panels * PANEL_H);
     let axes = |title| Axes {
@@ -76,7 +82,8 @@ pub fn write_plot(
     );
     if !validated.is_empty() {
         // Its own scale magnifies hundredths: the title says how far it moved, and how surely.
-        let change = crate::validation::change(validation, prompts)
+        // Never fatal here: the end of the run reports the same error.
+        let change = crate::validation::change(validations, prompts)
             .ok()
             .flatten();
         let title = validation_title(change.as_ref());
@@ -115,10 +122,11 @@ mod tests {
         let path = dir.path().join("validation.jsonl");
         std::fs::write(
             &path,
-            "{\"step\":0,\"scores\":[0.5,0.25,0.5]}\n{\"step\":9,\"scores\":[0.75,0.5,0.5]}\n",
+            "{\"step\":0,\"reward_mean\":0.4,\"scores\":[0.5,0.25,0.5]}\n{\"step\":9,\"reward_mean\":0.6,\"scores\":[0.75,0.5,0.5]}\n",
         )
         .unwrap();
-        let change = crate::validation::change(&path, 1).unwrap().unwrap();
+        let rows = crate::validation::read(&path).unwrap();
+        let change = crate::validation::change(&rows, 1).unwrap().unwrap();
         let title = validation_title(Some(&change));
         assert!(title.starts_with("validation: +0.167 +- "), "{title}");
         assert!(title.ends_with("(95% ci, 3 seeds)"), "{title}");
@@ -144,9 +152,8 @@ mod tests {
             })
             .collect();
         std::fs::write(&metrics, lines).unwrap();
-        let validation = dir.path().join("validation.jsonl");
         let out = dir.path().join("metrics.png");
-        write_plot(&metrics, &validation, 1, &out).unwrap();
+        write_plot(&metrics, &[], 1, &out).unwrap();
         let without = std::fs::read(&out).unwrap();
         let size = |path: &Path| {
             let decoder =
@@ -159,12 +166,15 @@ mod tests {
             (W, 2 * PANEL_H),
             "no validation panel without validations"
         );
-        std::fs::write(
-            &validation,
-            "{\"step\":0,\"reward_mean\":0.1}\n{\"step\":15,\"reward_mean\":0.3}\n{\"step\":30,\"reward_mean\":0.5}\n",
-        )
-        .unwrap();
-        write_plot(&metrics, &validation, 1, &out).unwrap();
+        let validations: Vec<Validation> = [(0, 0.1), (15, 0.3), (30, 0.5)]
+            .into_iter()
+            .map(|(step, reward_mean)| Validation {
+                step,
+                reward_mean,
+                scores: vec![reward_mean],
+            })
+            .collect();
+        write_plot(&metrics, &validations, 1, &out).unwrap();
         let decoder =
             png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
         let mut reader = decoder.read_info().unwrap();

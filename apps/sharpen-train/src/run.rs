@@ -382,10 +382,11 @@ pub fn run<B: AutodiffBackend>(
         eprintln!("{report}");
     }
     let validations = run.validation_path();
-    if validations.is_file() {
-        if let Some(change) = crate::validation::change(&validations, validation_prompts.len())? {
-            eprintln!("{change}");
-        }
+    let rows = crate::validation::read(&validations)?;
+    if let Some(change) = crate::validation::change(&rows, validation_prompts.len())
+        .with_context(|| format!("the paired change in {}", validations.display()))?
+    {
+        eprintln!("{change}");
     }
     if source.corrupt() > 0 {
         eprintln!(

@@ -229,8 +229,10 @@ pub fn autoencoder_loss<B: AutodiffBackend>(
 /// Redraws `metrics.png` (validation rows of `prompts` scores); a failure is logged, never fatal.
 pub fn plot(run: &RunDir, prompts: usize) {
     let out = run.root.join("metrics.png");
-    let (metrics, validation) = (run.metrics_path(), run.validation_path());
-    if let Err(e) = crate::plot::write_plot(&metrics, &validation, prompts, &out) {
+    let drawn = crate::validation::read(&run.validation_path()).and_then(|validations| {
+        crate::plot::write_plot(&run.metrics_path(), &validations, prompts, &out)
+    });
+    if let Err(e) = drawn {
         tracing::warn!("could not draw metrics.png: {e:#}");
     }
 }

@@ -33,22 +33,36 @@ impl fmt::Display for Change {
     }
 }
 
-/// The change between the first and the last validation in `path` (validation.jsonl: one line
-/// per validation, `step` and `scores`, seed-major rows of `prompts` scores). `None` with fewer
-/// than two validations.
-pub fn change(path: &Path, prompts: usize) -> anyhow::Result<Option<Change>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in text
-        .lines()
+/// One line of `validation.jsonl`: the scores of the fixed validation samples at `step`,
+/// seed-major rows of one score per prompt.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Validation {
+    pub step: usize,
+    pub reward_mean: f64,
+    pub scores: Vec<f64>,
+}
+
+/// The validations in `path` (validation.jsonl), in file order; a missing file has none. A line
+/// that is not a validation is an error naming the file and the line.
+pub fn read(path: &Path) -> anyhow::Result<Vec<Validation>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let row: Row = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
-        rows.push(row);
-    }
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{} line {}: not a validation", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// The change between the first and the last of `rows` (rows of `prompts` scores). `None` with
+/// fewer than two validations.
+pub fn change(rows: &[Validation], prompts: usize) -> anyhow::Result<Option<Change>> {
     let (Some(first), Some(last)) = (
         rows.iter().min_by_key(|r| r.step),
         rows.iter().max_by_key(|r| r.step),
@@ -61,8 +75,7 @@ pub fn change(path: &Path, prompts: usize) -> anyhow::Result<Option<Change>> {
     let n = first.scores.len();
     if prompts == 0 || n == 0 || n % prompts != 0 || last.scores.len() != n {
         anyhow::bail!(
-            "{}: steps {} and {} have {} and {} scores, not the same whole number of rows of {prompts} prompts",
-            path.display(),
+            "steps {} and {} have {} and {} scores, not the same whole number of rows of {prompts} prompts",
             first.step,
             last.step,
             n,
@@ -85,12 +98,6 @@ pub fn change(path: &Path, prompts: usize) -> anyhow::Result<Option<Change>> {
     }))
 }
 
-#[derive(serde::Deserialize)]
-struct Row {
-    step: usize,
-    scores: Vec<f64>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,7 +113,9 @@ mod tests {
             r#"{"step":100,"reward_mean":0.7,"scores":[0.7,0.5, 0.3,1.0, 0.25,1.0]}"#,
         ];
         std::fs::write(&path, lines.join("\n")).unwrap();
-        let c = change(&path, 2).unwrap().unwrap();
+        let rows = read(&path).unwrap();
+        assert_eq!(rows.len(), 3);
+        let c = change(&rows, 2).unwrap().unwrap();
         assert_eq!((c.from_step, c.to_step), (0, 100));
         assert!((c.first - 0.5).abs() < 1e-12);
         assert!((c.last - 0.625).abs() < 1e-12);
@@ -117,15 +126,31 @@ mod tests {
         assert!(c.to_string().contains("+0.125 ± 0.062"), "{c}");
         assert!(c.to_string().contains("a resolved rise"), "{c}");
         // One prompt per row pairs every score: 6 repeats.
-        assert_eq!(change(&path, 1).unwrap().unwrap().change.n, 6);
+        assert_eq!(change(&rows, 1).unwrap().unwrap().change.n, 6);
         // Rows that do not divide into the prompts are named, not guessed.
-        let err = change(&path, 4).unwrap_err().to_string();
+        let err = change(&rows, 4).unwrap_err().to_string();
         assert!(
-            err.contains("validation.jsonl") && err.contains("4 prompts"),
+            err.contains("6 scores") && err.contains("4 prompts"),
             "{err}"
         );
         // A single validation has no change.
-        std::fs::write(&path, lines[0]).unwrap();
-        assert!(change(&path, 2).unwrap().is_none());
+        assert!(change(&rows[..1], 2).unwrap().is_none());
+    }
+
+    #[test]
+    fn reading_names_the_line_that_is_not_a_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("validation.jsonl");
+        assert!(read(&path).unwrap().is_empty(), "a missing file has none");
+        std::fs::write(
+            &path,
+            "{\"step\":0,\"reward_mean\":0.5,\"scores\":[0.5]}\n\n{\"step\":5,\"reward_mean\":0.5}\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", read(&path).unwrap_err());
+        assert!(
+            err.contains("validation.jsonl line 3") && err.contains("scores"),
+            "{err}"
+        );
     }
 }

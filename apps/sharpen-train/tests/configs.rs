@@ -39,6 +39,16 @@ fn every_shipped_training_config_passes_a_dry_run() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(!run.exists(), "{}: a dry run writes nothing", cfg.display());
+        if cfg.ends_with("configs/quickstart.toml") {
+            // The main job's plan names its two CPU peers and its 8 listed captions.
+            let plan = String::from_utf8_lossy(&out.stdout);
+            for line in [
+                "devices: 2 (cpu, cpu); the counts below are per device",
+                "the shapes world, 8 listed captions",
+            ] {
+                assert!(plan.contains(line), "{line}: {plan}");
+            }
+        }
     }
     // The shapes world restricted to listed captions: each must be one of the world's.
     let quickstart = std::fs::read_to_string(&configs[0]).unwrap();

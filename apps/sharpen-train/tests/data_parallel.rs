@@ -141,4 +141,8 @@ fn an_unavailable_device_is_refused_before_training() {
         "--dry-run",
     ]);
     ok(&out);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("devices:"),
+        "one device plans no peers"
+    );
 }
