@@ -218,6 +218,9 @@ pub struct ValidationSection {
     pub steps: usize,
     /// Classifier-free guidance scale (1 = off).
     pub guidance: f64,
+    /// Images per generation call. The samples are generated in these chunks, in parallel
+    /// threads on a CPU, so the chunk size (not the machine) decides their numbers.
+    pub batch_size: usize,
 }
 
 impl Default for ValidationSection {
@@ -231,6 +234,7 @@ impl Default for ValidationSection {
             sampler: "ddim".into(),
             steps: 25,
             guidance: 1.0,
+            batch_size: 16,
         }
     }
 }
@@ -492,6 +496,9 @@ impl TrainConfig {
                     "validation",
                     "steps, seeds and count must be at least 1".into(),
                 ));
+            }
+            if v.batch_size == 0 {
+                return Err(field("validation.batch_size", "must be at least 1".into()));
             }
         }
         if let DataConfig::Shapes { prompts, .. } = &self.data {

@@ -18,8 +18,10 @@ use crate::config::ValidationSection;
 use crate::data::{image_tensor, Source};
 
 /// Generates the validation grid of `pipe` (the model as trained so far) at `step` into
-/// `dir/samples/`: `config.seeds` rows of one image per prompt. With a reward, scores every image
+/// `dir/samples/`: `config.seeds` rows of one image per prompt, in chunks of
+/// `config.batch_size` images spread over `threads` threads. With a reward, scores every image
 /// (through 8-bit RGB, as saved) and returns the scores, prompt-major within each row.
+#[allow(clippy::too_many_arguments)]
 pub fn write_samples<B: Backend>(
     dir: &Path,
     pipe: &SdxlPipeline<B>,
@@ -28,6 +30,7 @@ pub fn write_samples<B: Backend>(
     reward: Option<&dyn Reward<B>>,
     resolution: usize,
     step: usize,
+    threads: usize,
 ) -> anyhow::Result<Option<Vec<f64>>> {
     let sampler = SamplerKind::parse(&config.sampler)
         .with_context(|| format!("validation.sampler `{}`", config.sampler))?;
@@ -39,10 +42,8 @@ pub fn write_samples<B: Backend>(
         .flat_map(|_| prompts.iter().map(String::as_str))
         .collect();
     let device = pipe.unet.conv_in.weight.val().device();
-    let generated = pipe
-        .generate_seeded(&refs, config.seed, 0, &options)
+    let images = generate_chunked(pipe, &refs, config, &options, threads)
         .context("generating validation samples")?;
-    let images = sharpen_rewards::to_rgb8(generated.images);
     let n = images.len();
     let scores = reward
         .map(|r| score_rgb8(r, &images, &refs, resolution, &device))
@@ -61,6 +62,62 @@ pub fn write_samples<B: Backend>(
         serde_json::to_string_pretty(&sidecar)?.as_bytes(),
     )?;
     Ok(scores)
+}
+
+/// RGB8 images of `refs` (image `i` from seed `image_seed(config.seed, i)`), generated in
+/// chunks of `config.batch_size`; worker `w` of `threads` takes chunks `w`, `w + threads`, ...
+/// The chunks are fixed by the config, so the images do not depend on the thread count.
+fn generate_chunked<B: Backend>(
+    pipe: &SdxlPipeline<B>,
+    refs: &[&str],
+    config: &ValidationSection,
+    options: &GenerateOptions,
+    threads: usize,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let size = config.batch_size.max(1);
+    let chunks: Vec<(usize, &[&str])> = refs
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| (i * size, chunk))
+        .collect();
+    let generate = |(first, chunk): &(usize, &[&str])| -> anyhow::Result<Vec<Vec<u8>>> {
+        let generated = pipe.generate_seeded(chunk, config.seed, *first, options)?;
+        Ok(sharpen_rewards::to_rgb8(generated.images))
+    };
+    let threads = threads.clamp(1, chunks.len().max(1));
+    let mut done: Vec<Option<Vec<Vec<u8>>>> = vec![None; chunks.len()];
+    if threads == 1 {
+        for (slot, chunk) in done.iter_mut().zip(&chunks) {
+            *slot = Some(generate(chunk)?);
+        }
+    } else {
+        let (chunks, generate) = (&chunks, &generate);
+        let results: Vec<anyhow::Result<Vec<(usize, Vec<Vec<u8>>)>>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|w| {
+                    s.spawn(move || {
+                        (w..chunks.len())
+                            .step_by(threads)
+                            .map(|i| Ok((i, generate(&chunks[i])?)))
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a sampling thread panicked")))
+                })
+                .collect()
+        });
+        for result in results {
+            for (i, images) in result? {
+                done[i] = Some(images);
+            }
+        }
+    }
+    Ok(done.into_iter().flatten().flatten().collect())
 }
 
 /// Scores RGB8 images (`side` x `side`) with `reward`.
@@ -138,4 +195,48 @@ pub fn write_reconstructions<B: Backend>(
     let recon = sharpen_rewards::to_rgb8((recon + 1.0).div_scalar(2.0).clamp(0.0, 1.0));
     write_grid(dir, &[originals, recon], resolution, step)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sharpen_weights::LoadOptions;
+
+    type B = sharpen_app::CpuBackend;
+
+    #[test]
+    fn chunks_and_threads_give_the_images_of_one_call() {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/shapes-model");
+        let pipe =
+            SdxlPipeline::<B>::load(&model, &LoadOptions::default(), &Default::default()).unwrap();
+        let refs = ["a red circle", "a blue square", "a green triangle"].repeat(2);
+        let mut config = ValidationSection {
+            steps: 4,
+            guidance: 2.0,
+            ..Default::default()
+        };
+        let mut options = GenerateOptions::new(32, 32);
+        options.steps = config.steps;
+        options.guidance_scale = config.guidance;
+        let whole = pipe
+            .generate_seeded(&refs, config.seed, 0, &options)
+            .unwrap();
+        let whole = sharpen_rewards::to_rgb8(whole.images);
+        for (batch_size, threads) in [(6, 1), (4, 2), (1, 4), (2, 8)] {
+            config.batch_size = batch_size;
+            let images = generate_chunked(&pipe, &refs, &config, &options, threads).unwrap();
+            assert_eq!(images, whole, "chunks of {batch_size} on {threads} threads");
+        }
+        // A stochastic sampler draws its step noise per chunk: the chunk size decides the
+        // images, the thread count never does.
+        options.sampler = SamplerKind::parse("euler-a").unwrap();
+        config.batch_size = 2;
+        let one = generate_chunked(&pipe, &refs, &config, &options, 1).unwrap();
+        assert_eq!(one.len(), 6);
+        assert_eq!(
+            generate_chunked(&pipe, &refs, &config, &options, 3).unwrap(),
+            one
+        );
+        assert_ne!(one[0], one[3], "each image its own seed");
+    }
 }

@@ -430,10 +430,10 @@ fn the_main_job_runs_on_the_shipped_shapes_model() {
         "3",
     ]);
     ok(&out);
-    // It ends with the validation reward's paired change and its interval over the 16 seeds.
+    // It ends with the validation reward's paired change and its interval over the 32 seeds.
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("at step 2: paired change") && err.contains("(95% CI over 16 seeds;"),
+        err.contains("at step 2: paired change") && err.contains("(95% CI over 32 seeds;"),
         "{err}"
     );
     let lines = metrics(&run);
@@ -448,7 +448,7 @@ fn the_main_job_runs_on_the_shipped_shapes_model() {
     for step in ["000000", "000002"] {
         assert!(run.join(format!("samples/step-{step}.png")).is_file());
     }
-    // 8 prompts x 16 seeds scored by the shapes reward before training and at the end.
+    // 8 prompts x 32 seeds scored by the shapes reward before training and at the end.
     let validation = std::fs::read_to_string(run.join("validation.jsonl")).unwrap();
     let validation: Vec<serde_json::Value> = validation
         .lines()
@@ -457,7 +457,7 @@ fn the_main_job_runs_on_the_shipped_shapes_model() {
     assert_eq!(validation.len(), 2);
     for v in &validation {
         let scores = v["scores"].as_array().unwrap();
-        assert_eq!(scores.len(), 128);
+        assert_eq!(scores.len(), 256);
         assert!(scores
             .iter()
             .all(|s| (0.0..=1.0).contains(&s.as_f64().unwrap())));
