@@ -1,5 +1,5 @@
 //! Shared by the `sharpen-*` binaries: which burn backend and device a run uses, logging setup,
-//! PNG line charts, folder copies and means with confidence intervals.
+//! PNG line charts, folder copies, means with confidence intervals and ordered parallel maps.
 //!
 //! Architecture Invariant: this crate and the apps are the only places that name a backend type.
 //! Libraries stay generic over `B: Backend`.
@@ -7,6 +7,7 @@
 mod device;
 mod files;
 mod logging;
+pub mod par;
 pub mod plot;
 pub mod stats;
 

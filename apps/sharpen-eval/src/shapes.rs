@@ -167,28 +167,37 @@ pub fn score_candidates<B: Backend>(
     options.sampler = sampler;
     options.steps = setup.steps;
     options.guidance_scale = setup.guidance;
-    let mut out = Vec::new();
-    for seed in 0..seeds {
-        let mut per_candidate = Vec::new();
-        for candidate in 0..candidates {
-            let noise_seed = candidate_seed(seed, candidate);
-            let mut scores = Vec::with_capacity(captions.len());
-            for start in (0..captions.len()).step_by(setup.batch_size) {
-                let end = (start + setup.batch_size).min(captions.len());
-                let refs: Vec<&str> = captions[start..end].iter().map(String::as_str).collect();
-                let generated = pipe
-                    .generate_seeded(&refs, noise_seed, start, &options)
-                    .context("generating")?;
-                let images = sharpen_rewards::to_rgb8(generated.images);
-                for (rgb, caption) in images.iter().zip(&refs) {
-                    scores.push(shapes_world::score(rgb, setup.resolution, caption));
-                }
-                bar.inc(refs.len() as u64);
-            }
-            per_candidate.push(scores);
-        }
-        out.push(per_candidate);
-    }
+    // Every (seed, candidate, batch) is independent: on a CPU they go to a core each. The
+    // batches are the same on any thread count, so are the images.
+    let starts: Vec<usize> = (0..captions.len()).step_by(setup.batch_size).collect();
+    let jobs: Vec<(u64, usize, usize)> = (0..seeds)
+        .flat_map(|seed| (0..candidates).map(move |candidate| (seed, candidate)))
+        .flat_map(|(seed, candidate)| starts.iter().map(move |&start| (seed, candidate, start)))
+        .collect();
+    let threads = sharpen_app::par::sampling_threads::<B>();
+    let batches = sharpen_app::par::par_map(&jobs, threads, |&(seed, candidate, start)| {
+        let end = (start + setup.batch_size).min(captions.len());
+        let refs: Vec<&str> = captions[start..end].iter().map(String::as_str).collect();
+        let generated = pipe
+            .generate_seeded(&refs, candidate_seed(seed, candidate), start, &options)
+            .context("generating")?;
+        let images = sharpen_rewards::to_rgb8(generated.images);
+        bar.inc(refs.len() as u64);
+        Ok(images
+            .iter()
+            .zip(&refs)
+            .map(|(rgb, caption)| shapes_world::score(rgb, setup.resolution, caption))
+            .collect::<Vec<_>>())
+    })?;
+    // Back to [seed][candidate][prompt].
+    let mut batches = batches.into_iter();
+    let out = (0..seeds)
+        .map(|_| {
+            (0..candidates)
+                .map(|_| batches.by_ref().take(starts.len()).flatten().collect())
+                .collect()
+        })
+        .collect();
     Ok(out)
 }
 

@@ -308,3 +308,70 @@ fn compare_keeps_score_records_and_reuses_them() {
     fails("damaged", &[&record.display().to_string(), "delete it"]);
     assert_eq!(std::fs::read_to_string(&record).unwrap(), "{ not json");
 }
+
+#[test]
+fn the_shipped_model_scores_as_its_committed_ledger_record() {
+    // The evaluation's batches go to a core each on the CPU; the images, and so the scores, must
+    // stay those the committed results page was built from (its ledger record of the base model:
+    // [seed][candidate][prompt] = [partial credit, all correct]).
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("base.json");
+    let run = eval(&[
+        "shapes",
+        "--model",
+        "assets/shapes-model",
+        "--seeds",
+        "2",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ledger: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root.join("docs/results/shapes/ledger/scores/assets_shapes-model.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ledger["setup"]["prompts"], 64);
+    assert_eq!(ledger["setup"]["batch_size"], 16);
+    // Per seed, candidate 0 (best-of-1): mean partial credit and all-correct rate.
+    let per_seed = |seed: usize, field: usize| {
+        let scores = ledger["scores"][seed][0].as_array().unwrap();
+        let total: f64 = scores
+            .iter()
+            .map(|s| match &s[field] {
+                serde_json::Value::Bool(b) => f64::from(u8::from(*b)),
+                v => v.as_f64().unwrap(),
+            })
+            .sum();
+        total / scores.len() as f64
+    };
+    let all = &got["rows"][2];
+    assert_eq!(all["prompts"], "all");
+    for (field, key) in [(0, "partial_credit"), (1, "all_correct")] {
+        let (a, b) = (per_seed(0, field), per_seed(1, field));
+        let mean = all[key]["mean"].as_f64().unwrap();
+        let ci95 = all[key]["ci95"].as_f64().unwrap();
+        assert!(
+            (mean - (a + b) / 2.0).abs() < 1e-9,
+            "{key}: {mean} vs {a}, {b}"
+        );
+        // Two seeds: t(1) = 12.706 times the standard error |a - b| / 2.
+        assert!(
+            (ci95 - 12.706 * (a - b).abs() / 2.0).abs() < 1e-3,
+            "{key}: the same split over seeds"
+        );
+    }
+    // The prompts in their order: the 12 one-object prompts' share (this run, 2026-12-07).
+    let one = &got["rows"][0];
+    assert_eq!(one["images_per_seed"], 12);
+    assert!((one["partial_credit"]["mean"].as_f64().unwrap() - 49.0 / 72.0).abs() < 1e-9);
+}

@@ -164,18 +164,11 @@ fn main() -> anyhow::Result<()> {
             tracing::warn!(changed = %list, "continuing with a changed config (--allow-config-change)");
         }
     }
-    // On a CPU the validation samples are generated in parallel chunks (the other peers wait for
-    // them, so every core is free); a GPU takes each chunk whole.
-    let sample_threads = match matches!(device, ResolvedDevice::Cpu) {
-        true => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        false => 1,
-    };
     let options = RunOptions {
         config,
         output_dir,
         resume: args.resume,
         dry_run: args.dry_run,
-        sample_threads,
     };
     type Cpu = burn::backend::Autodiff<sharpen_app::CpuBackend>;
     #[cfg(feature = "cuda")]

@@ -35,8 +35,6 @@ pub struct RunOptions {
     pub resume: Option<String>,
     /// Check everything and print the plan; train nothing, write nothing.
     pub dry_run: bool,
-    /// Threads that generate the validation samples (the CPU's cores; 1 on a GPU).
-    pub sample_threads: usize,
 }
 
 /// Trains as `peer` of a data-parallel group (alone: a plain run). Every peer draws the whole
@@ -166,7 +164,8 @@ pub fn run<B: AutodiffBackend>(
             Some(reward.as_ref()),
             cfg.resolution,
             step,
-            opts.sample_threads,
+            // On a CPU a thread per core: the other peers wait for the samples.
+            sharpen_app::par::sampling_threads::<B::InnerBackend>(),
         )?
         .expect("scored with the run's reward");
         let mean = scores.iter().sum::<f64>() / scores.len() as f64;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use sdxl_vae::AutoencoderKL;
+use sharpen_app::par::par_map;
 use sharpen_pipeline::{image_seed, GenerateOptions, SdxlPipeline};
 use sharpen_rewards::Reward;
 use sharpen_schedulers::SamplerKind;
@@ -80,44 +81,11 @@ fn generate_chunked<B: Backend>(
         .enumerate()
         .map(|(i, chunk)| (i * size, chunk))
         .collect();
-    let generate = |(first, chunk): &(usize, &[&str])| -> anyhow::Result<Vec<Vec<u8>>> {
+    let images = par_map(&chunks, threads, |(first, chunk)| {
         let generated = pipe.generate_seeded(chunk, config.seed, *first, options)?;
         Ok(sharpen_rewards::to_rgb8(generated.images))
-    };
-    let threads = threads.clamp(1, chunks.len().max(1));
-    let mut done: Vec<Option<Vec<Vec<u8>>>> = vec![None; chunks.len()];
-    if threads == 1 {
-        for (slot, chunk) in done.iter_mut().zip(&chunks) {
-            *slot = Some(generate(chunk)?);
-        }
-    } else {
-        let (chunks, generate) = (&chunks, &generate);
-        let results: Vec<anyhow::Result<Vec<(usize, Vec<Vec<u8>>)>>> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads)
-                .map(|w| {
-                    s.spawn(move || {
-                        (w..chunks.len())
-                            .step_by(threads)
-                            .map(|i| Ok((i, generate(&chunks[i])?)))
-                            .collect()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a sampling thread panicked")))
-                })
-                .collect()
-        });
-        for result in results {
-            for (i, images) in result? {
-                done[i] = Some(images);
-            }
-        }
-    }
-    Ok(done.into_iter().flatten().flatten().collect())
+    })?;
+    Ok(images.into_iter().flatten().collect())
 }
 
 /// Scores RGB8 images (`side` x `side`) with `reward`.
