@@ -164,15 +164,15 @@ pub fn run<B: AutodiffBackend>(
             Some(reward.as_ref()),
             cfg.resolution,
             step,
-            // On a CPU a thread per core: the other peers wait for the samples.
-            sharpen_app::par::sampling_threads::<B::InnerBackend>(),
         )?
         .expect("scored with the run's reward");
-        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
-        tracing::info!(step, reward_mean = mean, "validation samples");
-        run.append_validation(&serde_json::json!({
-            "step": step, "reward_mean": mean, "scores": scores,
-        }))?;
+        let validation = crate::validation::Validation::new(step, scores);
+        tracing::info!(
+            step,
+            reward_mean = validation.reward_mean,
+            "validation samples"
+        );
+        run.append_validation(&serde_json::to_value(&validation)?)?;
         Ok(())
     };
     if trainer.state.step == 0 {

@@ -20,9 +20,9 @@ use crate::data::{image_tensor, Source};
 
 /// Generates the validation grid of `pipe` (the model as trained so far) at `step` into
 /// `dir/samples/`: `config.seeds` rows of one image per prompt, in chunks of
-/// `config.batch_size` images spread over `threads` threads. With a reward, scores every image
-/// (through 8-bit RGB, as saved) and returns the scores, prompt-major within each row.
-#[allow(clippy::too_many_arguments)]
+/// `config.batch_size` images (on a CPU a thread per core: the other peers wait for the
+/// samples). With a reward, scores every image (through 8-bit RGB, as saved) and returns the
+/// scores, prompt-major within each row.
 pub fn write_samples<B: Backend>(
     dir: &Path,
     pipe: &SdxlPipeline<B>,
@@ -31,7 +31,6 @@ pub fn write_samples<B: Backend>(
     reward: Option<&dyn Reward<B>>,
     resolution: usize,
     step: usize,
-    threads: usize,
 ) -> anyhow::Result<Option<Vec<f64>>> {
     let sampler = SamplerKind::parse(&config.sampler)
         .with_context(|| format!("validation.sampler `{}`", config.sampler))?;
@@ -43,6 +42,7 @@ pub fn write_samples<B: Backend>(
         .flat_map(|_| prompts.iter().map(String::as_str))
         .collect();
     let device = pipe.unet.conv_in.weight.val().device();
+    let threads = sharpen_app::par::sampling_threads::<B>();
     let images = generate_chunked(pipe, &refs, config, &options, threads)
         .context("generating validation samples")?;
     let n = images.len();

@@ -34,12 +34,37 @@ impl fmt::Display for Change {
 }
 
 /// One line of `validation.jsonl`: the scores of the fixed validation samples at `step`,
-/// seed-major rows of one score per prompt.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// seed-major rows of one score per prompt. JSON has no NaN (a reward's NaN is written as
+/// `null`), so `null` reads back as NaN.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Validation {
     pub step: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub reward_mean: f64,
+    #[serde(deserialize_with = "nans_if_null")]
     pub scores: Vec<f64>,
+}
+
+impl Validation {
+    /// The validation of `scores` at `step`, with their mean.
+    pub fn new(step: usize, scores: Vec<f64>) -> Self {
+        let reward_mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        Self {
+            step,
+            reward_mean,
+            scores,
+        }
+    }
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v: Option<f64> = serde::Deserialize::deserialize(d)?;
+    Ok(v.unwrap_or(f64::NAN))
+}
+
+fn nans_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = serde::Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// The validations in `path` (validation.jsonl), in file order; a missing file has none. A line
@@ -152,5 +177,21 @@ mod tests {
             err.contains("validation.jsonl line 3") && err.contains("scores"),
             "{err}"
         );
+        // What the run writes reads back, a NaN reward (written as null) included.
+        let written = [
+            Validation::new(0, vec![0.25, 0.75]),
+            Validation::new(5, vec![f64::NAN, 1.0]),
+        ];
+        let lines: Vec<String> = written
+            .iter()
+            .map(|v| serde_json::to_string(v).unwrap())
+            .collect();
+        assert!(lines[1].contains("null"), "{}", lines[1]);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let back = read(&path).unwrap();
+        assert_eq!(back[0], written[0]);
+        assert_eq!(back[0].reward_mean, 0.5);
+        assert!(back[1].reward_mean.is_nan() && back[1].scores[0].is_nan());
+        assert_eq!(back[1].scores[1], 1.0);
     }
 }
