@@ -210,11 +210,17 @@ pub struct BenchReport {
 /// `[seed][candidate][reward][prompt]` scores of one model.
 type Scores = Vec<Vec<Vec<Vec<f64>>>>;
 
+/// Generates every (seed, candidate, batch) of `prompts` and scores it with each reward. Up to
+/// `threads` batches are generated at once (a core each on the CPU); the rewards then score them
+/// in order on this thread (they need not be shareable), so at most `threads` batches of images
+/// are held at a time. The noise depends on the seed, candidate and batch start alone, so the
+/// scores are the same for any `threads`.
 fn score_model<B: Backend>(
     pipe: &SdxlPipeline<B>,
     config: &BenchConfig,
     prompts: &[String],
     rewards: &[Box<dyn Reward<B>>],
+    threads: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Scores> {
     let candidates = *config.best_of.iter().max().expect("validated");
@@ -222,34 +228,47 @@ fn score_model<B: Backend>(
     options.sampler = SamplerKind::parse(&config.sampler).expect("validated");
     options.steps = config.steps;
     options.guidance_scale = config.guidance;
-    let mut out = Vec::new();
-    for seed in 0..config.seeds {
-        let mut per_candidate = Vec::new();
-        for candidate in 0..candidates {
-            let noise_seed = candidate_seed(seed, candidate);
-            let mut per_reward = vec![Vec::with_capacity(prompts.len()); rewards.len()];
-            for start in (0..prompts.len()).step_by(config.batch_size) {
-                let end = (start + config.batch_size).min(prompts.len());
-                let refs: Vec<&str> = prompts[start..end].iter().map(String::as_str).collect();
-                let generated = pipe
-                    .generate_seeded(&refs, noise_seed, start, &options)
-                    .context("generating")?;
-                for (r, reward) in rewards.iter().enumerate() {
-                    let s = reward
-                        .score(generated.images.clone(), &refs)
-                        .with_context(|| format!("scoring with `{}`", reward.info().name))?;
-                    let values = s
-                        .into_data()
-                        .convert::<f64>()
-                        .to_vec::<f64>()
-                        .map_err(|e| anyhow::anyhow!("reading scores: {e:?}"))?;
-                    per_reward[r].extend(values);
-                }
-                bar.inc(refs.len() as u64);
+    let jobs: Vec<(u64, usize, usize)> = (0..config.seeds)
+        .flat_map(|seed| (0..candidates).map(move |candidate| (seed, candidate)))
+        .flat_map(|(seed, candidate)| {
+            (0..prompts.len())
+                .step_by(config.batch_size)
+                .map(move |start| (seed, candidate, start))
+        })
+        .collect();
+    let refs = |start: usize| -> Vec<&str> {
+        let end = (start + config.batch_size).min(prompts.len());
+        prompts[start..end].iter().map(String::as_str).collect()
+    };
+    let per_seed = vec![vec![Vec::with_capacity(prompts.len()); rewards.len()]; candidates];
+    let mut out: Scores = vec![per_seed; config.seeds as usize];
+    for group in jobs.chunks(threads.max(1)) {
+        let images = sharpen_app::par::par_map(group, threads, |&(seed, candidate, start)| {
+            let generated = pipe
+                .generate_seeded(
+                    &refs(start),
+                    candidate_seed(seed, candidate),
+                    start,
+                    &options,
+                )
+                .context("generating")?;
+            Ok(generated.images)
+        })?;
+        for (&(seed, candidate, start), images) in group.iter().zip(images) {
+            let refs = refs(start);
+            for (r, reward) in rewards.iter().enumerate() {
+                let s = reward
+                    .score(images.clone(), &refs)
+                    .with_context(|| format!("scoring with `{}`", reward.info().name))?;
+                let values = s
+                    .into_data()
+                    .convert::<f64>()
+                    .to_vec::<f64>()
+                    .map_err(|e| anyhow::anyhow!("reading scores: {e:?}"))?;
+                out[seed as usize][candidate][r].extend(values);
             }
-            per_candidate.push(per_reward);
+            bar.inc(refs.len() as u64);
         }
-        out.push(per_candidate);
     }
     Ok(out)
 }
@@ -352,7 +371,8 @@ pub fn run<B: Backend>(args: &BenchArgs, device: B::Device) -> anyhow::Result<()
             })?;
         tracing::info!(model = %model.name, "generating and scoring");
         let bar = progress(config.seeds * (prompts.len() * candidates) as u64);
-        let scores = score_model(&pipe, &config, &prompts, &rewards, &bar)?;
+        let threads = sharpen_app::par::sampling_threads::<B>();
+        let scores = score_model(&pipe, &config, &prompts, &rewards, threads, &bar)?;
         bar.finish_and_clear();
         for &n in &config.best_of {
             let per_seed: Vec<Vec<f64>> = scores.iter().map(|s| best_of_means(s, n)).collect();
@@ -447,5 +467,48 @@ mod tests {
         assert_eq!(best_of_means(&seed, 1), vec![0.5, 15.0]);
         // Prompt 0 keeps candidate 1, prompt 1 candidate 0.
         assert_eq!(best_of_means(&seed, 2), vec![0.7, 25.0]);
+    }
+
+    #[test]
+    fn scores_are_the_same_on_any_number_of_threads() {
+        type B = sharpen_app::CpuBackend;
+        let device = Default::default();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let pipe = SdxlPipeline::<B>::load(
+            &root.join("tests/fixtures/pipeline/tiny-sdxl"),
+            &LoadOptions::default(),
+            &device,
+        )
+        .unwrap();
+        let rewards: Vec<Box<dyn Reward<B>>> = ["jpeg-compressibility", "shapes"]
+            .iter()
+            .map(|name| sharpen_rewards::load::<B>(&RewardSpec::named(name), &device).unwrap())
+            .collect();
+        let config = BenchConfig {
+            seeds: 2,
+            steps: 2,
+            guidance: 2.0,
+            width: 32,
+            height: 32,
+            batch_size: 2,
+            best_of: vec![1, 2],
+            ..Default::default()
+        };
+        let prompts: Vec<String> = ["a red circle", "a blue square", "a green triangle"]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        let bar = indicatif::ProgressBar::hidden();
+        let run = |threads| score_model(&pipe, &config, &prompts, &rewards, threads, &bar).unwrap();
+        let one = run(1);
+        // [seed][candidate][reward][prompt], every prompt scored once.
+        assert_eq!(one.len(), 2);
+        assert!(one.iter().flatten().flatten().all(|r| r.len() == 3));
+        // Seeds and candidates draw other noise.
+        assert_ne!(one[0][0][0], one[1][0][0]);
+        assert_ne!(one[0][0][0], one[0][1][0]);
+        for threads in [2, 3, 8] {
+            assert_eq!(run(threads), one, "{threads} threads");
+        }
     }
 }

@@ -68,7 +68,8 @@ struct Args {
     #[arg(long)]
     world_size: Option<usize>,
     /// Where to run: cpu, cuda or cuda:N (default: the config's `devices`, else cpu). Given, it
-    /// replaces the config's `devices` with this one device. A CUDA request falls back to the
+    /// replaces the config's `devices` with this one device, which trains on the whole group's
+    /// batch (`batch_size` x the listed devices): the same run. A CUDA request falls back to the
     /// CPU, with a warning, when this binary lacks the `cuda` feature or no GPU is present.
     #[arg(long, conflicts_with = "devices")]
     device: Option<DeviceArg>,
@@ -128,6 +129,16 @@ fn main() -> anyhow::Result<()> {
                 anyhow::anyhow!("{}: config field `devices`: {e}", config_path.display())
             })?,
     };
+    // `--device` puts the whole group's batch on one device, so the run keeps the config's
+    // numbers (peers x batch N equal one device x batch kN, tested).
+    let listed = config.devices.len();
+    if args.device.is_some() && listed > 1 {
+        config.batch_size *= listed;
+        tracing::info!(
+            batch_size = config.batch_size,
+            "one device instead of the config's {listed}: it trains on their whole batch"
+        );
+    }
     config.devices = devices.iter().map(ToString::to_string).collect();
     let group = match devices.is_empty() {
         true => vec![resolve_device(args.device.unwrap_or(DeviceArg::Cpu))],

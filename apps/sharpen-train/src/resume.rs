@@ -69,7 +69,13 @@ pub fn saved(checkpoint: &Path, run_dir: &Path) -> anyhow::Result<Option<(PathBu
 pub fn differences(saved: &TrainConfig, now: &TrainConfig) -> anyhow::Result<Vec<String>> {
     let value = |c: &TrainConfig| -> anyhow::Result<toml::Table> {
         let text = toml::to_string(c).context("serialising the config")?;
-        Ok(toml::from_str(&text)?)
+        let mut table: toml::Table = toml::from_str(&text)?;
+        // k peers at batch N train as one device at batch kN: the group's batch is what counts,
+        // so a run continues on other devices as long as it keeps that batch.
+        table.remove("devices");
+        let group = c.batch_size * c.devices.len().max(1);
+        table.insert("batch_size".into(), toml::Value::Integer(group as i64));
+        Ok(table)
     };
     let (a, b) = (value(saved)?, value(now)?);
     let mut out = Vec::new();
@@ -168,5 +174,27 @@ mod tests {
             differences(&saved, &now).unwrap(),
             ["optim.lr", "seed", "trajectory.n"]
         );
+    }
+
+    #[test]
+    fn a_run_may_move_to_other_devices_that_keep_its_group_batch() {
+        let saved = quickstart();
+        assert_eq!((saved.devices.len(), saved.batch_size), (2, 8));
+        let mut one = saved.clone();
+        one.devices = Vec::new();
+        one.batch_size = 16;
+        assert!(differences(&saved, &one).unwrap().is_empty());
+        let mut four = saved.clone();
+        four.devices = vec![
+            "cuda:0".into(),
+            "cuda:1".into(),
+            "cuda:2".into(),
+            "cuda:3".into(),
+        ];
+        four.batch_size = 4;
+        assert!(differences(&saved, &four).unwrap().is_empty());
+        // One device at the per-device batch would halve the group's batch.
+        one.batch_size = 8;
+        assert_eq!(differences(&saved, &one).unwrap(), ["batch_size"]);
     }
 }

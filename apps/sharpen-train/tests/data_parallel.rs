@@ -108,6 +108,41 @@ fn a_two_peer_run_checkpoints_and_resumes_without_hanging() {
     );
     let resolved = std::fs::read_to_string(a.join("config.toml")).unwrap();
     assert!(resolved.contains("devices = ["), "{resolved}");
+    // The same run continued on one device (`--device cpu`), which takes the two peers' batch
+    // of 1 each: it ends where the two peers did (summation order aside).
+    let c = tmp.path().join("c");
+    ok(&train_within(
+        &["--config", cfg, "--output-dir", &dir(&c), "--steps", "2"],
+        300,
+    ));
+    let out = train_within(
+        &[
+            "--config",
+            cfg,
+            "--output-dir",
+            &dir(&c),
+            "--resume",
+            "latest",
+            "--device",
+            "cpu",
+        ],
+        300,
+    );
+    ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("one device instead of the config's 2"),
+        "{log}"
+    );
+    let last = "step-000004";
+    let diff = max_rel_diff(&unet_weights(&a, last), &unet_weights(&c, last));
+    assert!(diff <= 1e-5, "2 peers, then 1 device: {diff:e}");
+    for (x, y) in metrics(&a).iter().zip(&metrics(&c)) {
+        let (x, y) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-4 * x, "loss {x} vs {y}");
+    }
+    let continued = std::fs::read_to_string(c.join("config.toml")).unwrap();
+    assert!(continued.contains("batch_size = 2"), "{continued}");
 }
 
 #[test]
@@ -141,8 +176,8 @@ fn an_unavailable_device_is_refused_before_training() {
         "--dry-run",
     ]);
     ok(&out);
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("devices:"),
-        "one device plans no peers"
-    );
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(!plan.contains("devices:"), "one device plans no peers");
+    // ... and takes both listed devices' batch of 1.
+    assert!(plan.contains("micro-batches of 2 "), "{plan}");
 }
