@@ -82,10 +82,14 @@ fn a_two_peer_run_checkpoints_and_resumes_without_hanging() {
     let cfg = cfg.to_str().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let dir = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    ok(&train_within(
-        &["--config", cfg, "--output-dir", &dir(&a)],
-        300,
-    ));
+    let first = train_within(&["--config", cfg, "--output-dir", &dir(&a)], 300);
+    ok(&first);
+    // The default log keeps burn-collective's INFO lines (each peer's whole config) out.
+    let log = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        log.contains("data-parallel training") && !log.contains("Registering peer"),
+        "{log}"
+    );
     ok(&train_within(
         &["--config", cfg, "--output-dir", &dir(&b), "--steps", "2"],
         300,

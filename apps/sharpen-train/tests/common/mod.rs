@@ -102,15 +102,26 @@ pub fn uninterrupted_and_resumed(
 }
 
 /// Runs sharpen-train and fails the test when it has not finished after `secs` seconds (a hung
-/// data-parallel run is killed, not waited for).
+/// data-parallel run is killed, not waited for). Its output is drained while it runs, so a long
+/// log cannot fill the pipe and stall it.
 pub fn train_within(args: &[&str], secs: u64) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sharpen-train"))
         .args(args)
         .current_dir(workspace())
+        .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("runs sharpen-train");
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
@@ -119,7 +130,11 @@ pub fn train_within(args: &[&str], secs: u64) -> Output {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    child.wait_with_output().unwrap()
+    Output {
+        status: child.wait().unwrap(),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 /// A run directory's UNet weights at `checkpoint` (e.g. `step-000020`), by name.
