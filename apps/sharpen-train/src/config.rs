@@ -339,6 +339,12 @@ fn yes() -> bool {
 }
 
 impl TrainConfig {
+    /// Examples per micro-batch over the whole group: `batch_size` on each listed device (one
+    /// when none is listed). k peers at batch N train as one device at batch kN.
+    pub fn group_batch(&self) -> usize {
+        self.batch_size * self.devices.len().max(1)
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

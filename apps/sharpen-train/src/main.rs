@@ -131,12 +131,12 @@ fn main() -> anyhow::Result<()> {
     };
     // `--device` puts the whole group's batch on one device, so the run keeps the config's
     // numbers (peers x batch N equal one device x batch kN, tested).
-    let listed = config.devices.len();
-    if args.device.is_some() && listed > 1 {
-        config.batch_size *= listed;
+    if args.device.is_some() && config.group_batch() != config.batch_size {
+        config.batch_size = config.group_batch();
         tracing::info!(
             batch_size = config.batch_size,
-            "one device instead of the config's {listed}: it trains on their whole batch"
+            "one device instead of the config's {}: it trains on their whole batch",
+            config.devices.len()
         );
     }
     config.devices = devices.iter().map(ToString::to_string).collect();

@@ -73,8 +73,8 @@ pub fn differences(saved: &TrainConfig, now: &TrainConfig) -> anyhow::Result<Vec
         // k peers at batch N train as one device at batch kN: the group's batch is what counts,
         // so a run continues on other devices as long as it keeps that batch.
         table.remove("devices");
-        let group = c.batch_size * c.devices.len().max(1);
-        table.insert("batch_size".into(), toml::Value::Integer(group as i64));
+        let group = c.group_batch() as i64;
+        table.insert("batch_size".into(), toml::Value::Integer(group));
         Ok(table)
     };
     let (a, b) = (value(saved)?, value(now)?);

@@ -141,7 +141,9 @@ fn a_two_peer_run_checkpoints_and_resumes_without_hanging() {
     let last = "step-000004";
     let diff = max_rel_diff(&unet_weights(&a, last), &unet_weights(&c, last));
     assert!(diff <= 1e-5, "2 peers, then 1 device: {diff:e}");
-    for (x, y) in metrics(&a).iter().zip(&metrics(&c)) {
+    let (ma, mc) = (metrics(&a), metrics(&c));
+    assert_eq!((ma.len(), mc.len()), (4, 4));
+    for (x, y) in ma.iter().zip(&mc) {
         let (x, y) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
         assert!((x - y).abs() <= 1e-4 * x, "loss {x} vs {y}");
     }
