@@ -70,14 +70,16 @@ fn sft_step_on_the_tiny_sdxl_pipeline() {
                 eps: eps.clone(),
                 cond: &cond,
                 prompts: &prompts,
-                t: 500,
+                t: vec![500; prompts.len()],
             },
         )
         .unwrap()
     };
 
     let step = run();
-    assert_eq!(step.rollout.timesteps, vec![500, 460, 420]);
+    for r in 0..rows {
+        assert_eq!(step.rollout.timesteps.row(r), &[500, 460, 420]);
+    }
     assert_eq!(step.rollout.step_rewards.len(), rows);
     for r in &step.rollout.step_rewards {
         assert_eq!(r.len(), 3);

@@ -199,8 +199,7 @@ fn worst_difference(
 #[test]
 fn checkpointed_trajectory_gradients_equal_autodiff() {
     use sharpen_schedulers::{Sampler, SamplerKind, SchedulerConfig};
-    use sharpen_trainer::trajectory::{lift_cond, path_losses, trajectory_timesteps};
-    use sharpen_trainer::{checkpointed_path_grads, TextCond};
+    use sharpen_trainer::{RowTimesteps, TextCond};
 
     let unet = tiny_unet("unet/tiny");
     let r = Reference::open("unet/outputs.safetensors");
@@ -218,7 +217,31 @@ fn checkpointed_trajectory_gradients_equal_autodiff() {
         &SchedulerConfig::sdxl_base_1_0(),
         25,
     );
-    let timesteps = trajectory_timesteps(500, 3, 40);
+    // Both rows on one trajectory, and each row from its own start: the second row's starts at
+    // 50 and runs two steps where the first runs three.
+    for starts in [[500, 500], [500, 50]] {
+        check_trajectory(
+            &unet,
+            &sampler,
+            &x_t,
+            &eps,
+            &cond,
+            &RowTimesteps::new(&starts, 3, 40),
+        );
+    }
+}
+
+fn check_trajectory(
+    unet: &UNet2DConditionModel<AD>,
+    sampler: &sharpen_schedulers::Sampler,
+    x_t: &Tensor<B, 4>,
+    eps: &Tensor<B, 4>,
+    cond: &sharpen_trainer::TextCond<B>,
+    timesteps: &sharpen_trainer::RowTimesteps,
+) {
+    use sharpen_trainer::checkpointed_path_grads;
+    use sharpen_trainer::trajectory::{lift_cond, path_losses};
+    let unet = unet.clone();
     // A loss that weighs the rows differently and with both signs (as RLHF's preference does).
     let combine = |l: Tensor<AD, 1>| {
         let w = Tensor::<AD, 1>::from_floats([0.7, -0.3], &l.device());
@@ -228,22 +251,22 @@ fn checkpointed_trajectory_gradients_equal_autodiff() {
     for detach in [false, true] {
         let plain_loss = combine(path_losses(
             &unet,
-            &sampler,
+            sampler,
             Tensor::from_inner(x_t.clone()),
             Tensor::from_inner(eps.clone()),
-            &lift_cond::<AD>(&cond),
-            &timesteps,
+            &lift_cond::<AD>(cond),
+            timesteps,
             40,
             detach,
         ));
         let plain = GradientsParams::from_grads(plain_loss.backward(), &unet);
         let (value, checkpointed) = checkpointed_path_grads(
             &unet,
-            &sampler,
+            sampler,
             x_t.clone(),
             eps.clone(),
-            &cond,
-            &timesteps,
+            cond,
+            timesteps,
             40,
             detach,
             combine,
@@ -255,8 +278,8 @@ fn checkpointed_trajectory_gradients_equal_autodiff() {
         );
         assert_eq!(checkpointed.len(), plain.len(), "detach {detach}");
         let worst = worst_difference(&unet, &plain, &checkpointed);
-        assert!(worst.0 <= 1e-4, "detach {detach}: {worst:?}");
-        println!("trajectory, detach {detach}: worst relative difference {worst:?}");
+        assert!(worst.0 <= 1e-4, "{timesteps:?}, detach {detach}: {worst:?}");
+        println!("trajectory {timesteps:?}, detach {detach}: worst relative difference {worst:?}");
         by_detach.push(checkpointed);
     }
     // The chain through the DDIM steps matters: detaching changes the gradients.

@@ -84,13 +84,17 @@ const ABLATION: [usize; 4] = [1, 2, 4, 8];
 fn method_lines(row: &str) -> (&'static str, usize, String) {
     let online = "[rlhf]\nrollout_cfg = 2.0\ngeneration_steps = 10\n";
     let trajectory = |n: usize, m: usize| format!("[trajectory]\nn = {n}\nm = {m}\nstride = 40\n");
+    // The sharpening and Diffusion-DPO runs of the committed ledger drew one timestep per
+    // micro-batch (the trainer's draw before 2026-12-07); the experiment keeps that draw until
+    // they are rerun.
+    let shared = |n: usize, m: usize| format!("{}shared_timestep = true\n", trajectory(n, m));
     match row {
         "standard" => ("standard", 0, "caption_dropout = 0.1\n".into()),
-        "sharpen-sft" => ("sharpen-sft", N * M, trajectory(N, M)),
+        "sharpen-sft" => ("sharpen-sft", N * M, shared(N, M)),
         "sharpen-rlhf" => (
             "sharpen-rlhf",
             N * M,
-            format!("{}{online}reward_margin = \"outside\"\n", trajectory(N, M)),
+            format!("{}{online}reward_margin = \"outside\"\n", shared(N, M)),
         ),
         // The same, ranking by the online generations' rewards with fresh re-noising noise (not
         // the method's defaults; see configs/shapes/jpeg-rlhf.toml).
@@ -99,11 +103,11 @@ fn method_lines(row: &str) -> (&'static str, usize, String) {
             N * M,
             format!(
                 "{}{online}reward_margin = \"outside\"\nselect = \"generation\"\nrenoise = \"fresh\"\n",
-                trajectory(N, M)
+                shared(N, M)
             ),
         ),
         "ddpo" => ("ddpo", N, format!("{}{online}", trajectory(N, 1))),
-        "diffusion-dpo" => ("diffusion-dpo", N, format!("{}{online}", trajectory(N, 1))),
+        "diffusion-dpo" => ("diffusion-dpo", N, format!("{}{online}", shared(N, 1))),
         other => {
             // Ablations: "sharpen-sft n=K" or "sharpen-sft m=K".
             let (knob, k) = other
@@ -112,7 +116,7 @@ fn method_lines(row: &str) -> (&'static str, usize, String) {
                 .and_then(|(knob, k)| Some((knob, k.parse::<usize>().ok()?)))
                 .unwrap_or_else(|| panic!("unknown experiment row `{other}`"));
             let (n, m) = if knob == "n" { (k, M) } else { (N, k) };
-            ("sharpen-sft", n * m, trajectory(n, m))
+            ("sharpen-sft", n * m, shared(n, m))
         }
     }
 }
@@ -425,6 +429,37 @@ mod tests {
         dirs.sort();
         dirs.dedup();
         assert_eq!(dirs.len(), runs.len(), "one folder per run");
+    }
+
+    #[test]
+    fn the_committed_ledger_holds_every_planned_run() {
+        // The results page is rebuilt from the ledger without training only while every run the
+        // default plan makes is recorded with the same config: a change to what the runs draw
+        // must keep their configs (as `shared_timestep` does) or rerun them.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let o = options(&[]);
+        let ledger = root.join(o.ledger());
+        let missing: Vec<String> = plan(&o)
+            .unwrap()
+            .iter()
+            .filter(|r| !crate::ledger::recorded(&ledger, r))
+            .map(|r| r.dir.display().to_string())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in the ledger as planned: {missing:?}"
+        );
+        let runs = plan(&o).unwrap();
+        for r in &runs {
+            let cfg: toml::Value = toml::from_str(&r.config).unwrap();
+            let shared = cfg
+                .get("trajectory")
+                .and_then(|t| t.get("shared_timestep"))
+                .and_then(|v| v.as_bool());
+            let draws_per_prompt = ["sharpen-sft", "sharpen-rlhf", "diffusion-dpo"]
+                .contains(&cfg["method"].as_str().unwrap());
+            assert_eq!(shared, draws_per_prompt.then_some(true), "{}", r.method);
+        }
     }
 
     #[test]

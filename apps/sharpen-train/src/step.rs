@@ -68,7 +68,8 @@ impl Rows {
 pub struct Draw<B: Backend> {
     /// The starting noise: one row per prompt and trajectory (or sample).
     pub eps: Tensor<B, 4>,
-    /// Standard: one per prompt; the trajectory methods: the start timestep; autoencoder: none.
+    /// Standard and the sharpening methods: one per prompt (the sharpening methods' start
+    /// timesteps); the baselines: the one timestep of the micro-batch; autoencoder: none.
     pub timesteps: Vec<usize>,
     /// Diffusion-DPO's pair noise.
     pub pair_eps: Option<Tensor<B, 4>>,
@@ -99,7 +100,23 @@ pub fn draw<B: Backend>(
             all[mine].to_vec()
         }
         Method::Autoencoder => Vec::new(),
-        _ => vec![rng.below(cfg.trajectory.timestep_bound(train_timesteps))],
+        // method.md section 3: one start timestep per training example (prompt).
+        Method::SharpenSft | Method::SharpenRlhf | Method::DiffusionDpo
+            if !cfg.trajectory.shared_timestep =>
+        {
+            let bound = cfg.trajectory.timestep_bound(train_timesteps);
+            let all: Vec<usize> = (0..global).map(|_| rng.below(bound)).collect();
+            all[mine.clone()].to_vec()
+        }
+        // The baselines' one timestep, or `shared_timestep`'s for all the micro-batch's prompts.
+        _ => {
+            let t = rng.below(cfg.trajectory.timestep_bound(train_timesteps));
+            let prompts = match cfg.method {
+                Method::SharpenSft | Method::SharpenRlhf | Method::DiffusionDpo => mine.len(),
+                _ => 1,
+            };
+            vec![t; prompts]
+        }
     };
     let pair_eps = (cfg.method == Method::DiffusionDpo).then(|| {
         let values = rows.slice(rng.normals(global * per_row), per_row);
@@ -196,8 +213,7 @@ pub fn compute<B: AutodiffBackend>(
     }
     let unet = unet.expect("UNet methods train the UNet");
     let ckpt = cfg.gradient_checkpointing;
-    let (n, t) = (cfg.trajectory.n, draw.timesteps.first().copied());
-    let t = || t.expect("drawn for the trajectory methods");
+    let n = cfg.trajectory.n;
     // The current weights without autograd, for rollouts (the methods that roll out with them).
     let rollout = matches!(
         cfg.method,
@@ -251,7 +267,7 @@ pub fn compute<B: AutodiffBackend>(
                 eps: draw.eps,
                 cond: cond(),
                 prompts,
-                t: t(),
+                t: draw.timesteps.clone(),
             };
             let (computed, rollout) = if ckpt {
                 let (value, grads, rollout) = sft_grads(&models(), traj, inputs)?;
@@ -269,7 +285,7 @@ pub fn compute<B: AutodiffBackend>(
                 prompts,
                 draw: RlhfDraw {
                     eps: draw.eps,
-                    t: t(),
+                    t: draw.timesteps.clone(),
                     renoise: draw.renoise,
                 },
             };
@@ -293,7 +309,7 @@ pub fn compute<B: AutodiffBackend>(
                 draw: DpoDraw {
                     noise: draw.eps,
                     eps: draw.pair_eps.expect("drawn for diffusion-dpo"),
-                    t: t(),
+                    t: draw.timesteps.clone(),
                 },
             };
             let dpo = cfg.dpo();
@@ -343,4 +359,62 @@ pub fn compute<B: AutodiffBackend>(
         }
         Method::Autoencoder => unreachable!("returned above"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    type B = sharpen_app::CpuBackend;
+
+    fn quickstart() -> TrainConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
+        TrainConfig::load(&path).unwrap()
+    }
+
+    /// The start timesteps a micro-batch of 8 prompts draws, as peer `mine` of the group.
+    fn timesteps(cfg: &TrainConfig, mine: Range<usize>) -> Vec<usize> {
+        let mut cfg = cfg.clone();
+        cfg.batch_size = mine.len();
+        let rows = Rows {
+            global: 8,
+            mine,
+            channels: 4,
+            side: 2,
+        };
+        let mut rng = RunRng::new(7);
+        draw::<B>(&cfg, &mut rng, &rows, 1000, &Default::default()).timesteps
+    }
+
+    #[test]
+    fn sharpening_draws_one_start_timestep_per_prompt() {
+        let mut cfg = quickstart();
+        let t = timesteps(&cfg, 0..8);
+        assert_eq!(t.len(), 8);
+        let mut distinct = t.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() > 4, "independent draws: {t:?}");
+        // A peer gets its prompts' part of the group's draws.
+        assert_eq!(timesteps(&cfg, 4..8), t[4..]);
+        cfg.trajectory.max_timestep = Some(100);
+        assert!(timesteps(&cfg, 0..8).iter().all(|&t| t < 100));
+
+        // `shared_timestep`: one draw for all of the micro-batch's prompts (the earlier rule).
+        cfg.trajectory.max_timestep = None;
+        cfg.trajectory.shared_timestep = true;
+        let shared = timesteps(&cfg, 0..8);
+        assert_eq!(shared, vec![shared[0]; 8]);
+        assert_eq!(timesteps(&cfg, 4..8), vec![shared[0]; 4]);
+        cfg.method = Method::SharpenRlhf;
+        cfg.trajectory.shared_timestep = false;
+        assert_eq!(timesteps(&cfg, 0..8), t, "RLHF draws as SFT does");
+        cfg.method = Method::DiffusionDpo;
+        assert_eq!(
+            timesteps(&cfg, 0..8).len(),
+            8,
+            "Diffusion-DPO: one per pair"
+        );
+    }
 }

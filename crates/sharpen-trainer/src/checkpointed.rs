@@ -12,15 +12,16 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use sdxl_unet::{UNet2DConditionModel, UNetInput};
-use sharpen_loss::{path_loss, step_loss};
+use sharpen_loss::step_loss;
 use sharpen_schedulers::Sampler;
 
 use crate::ddpo::{ddpo_prepare, DdpoConfig, DdpoInputs};
 use crate::dpo::{dpo_prepare, sample_rollout, DpoConfig, DpoInputs, Sampling};
 use crate::model::{EpsModel, LatentDecoder, TextCond};
 use crate::rlhf::{rlhf_prepare, RlhfConfig, RlhfInputs, RlhfStepValue};
+use crate::timesteps::{ddim_next_rows, RowTimesteps};
 use crate::trajectory::{
-    ddim_next, sft_select, Rollout, SftInputs, StepModels, TrajectoryConfig, TrajectoryError,
+    sft_select, Rollout, SftInputs, StepModels, TrajectoryConfig, TrajectoryError,
 };
 
 /// [`sft_step`](crate::trajectory::sft_step) with block checkpointing: the same rollout and
@@ -62,29 +63,31 @@ pub fn checkpointed_path_grads<B: AutodiffBackend>(
     x_t: Tensor<B::InnerBackend, 4>,
     eps: Tensor<B::InnerBackend, 4>,
     cond: &TextCond<B::InnerBackend>,
-    timesteps: &[usize],
+    timesteps: &RowTimesteps,
     stride: usize,
     detach_between_steps: bool,
     loss: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>,
 ) -> (Tensor<B::InnerBackend, 1>, GradientsParams) {
-    let rows = x_t.dims()[0];
     let device = x_t.device();
     let dtype = x_t.dtype();
-    let mut states = Vec::with_capacity(timesteps.len());
-    let mut outputs = Vec::with_capacity(timesteps.len());
-    let mut tapes = Vec::with_capacity(timesteps.len());
+    let steps = timesteps.steps();
+    let mut states = Vec::with_capacity(steps);
+    let mut outputs = Vec::with_capacity(steps);
+    let mut tapes = Vec::with_capacity(steps);
     let mut x = x_t;
-    for (k, &t) in timesteps.iter().enumerate() {
+    for k in 0..steps {
+        let t = timesteps.at(k);
+        let t_rows: Vec<f32> = t.iter().map(|&t| t as f32).collect();
         let (out, tape) = unet.forward_checkpointed(UNetInput {
             sample: x.clone(),
-            timestep: Tensor::full([rows], t as f32, &device),
+            timestep: Tensor::from_floats(t_rows.as_slice(), &device),
             encoder_hidden_states: cond.context.clone(),
             added_cond: cond.added.clone(),
         });
         let out = out.cast(dtype);
         states.push(x.clone());
-        if k + 1 < timesteps.len() {
-            x = ddim_next(sampler, t, stride, out.clone(), x).0;
+        if k + 1 < steps {
+            x = ddim_next_rows(sampler, &t, stride, out.clone(), x).0;
         }
         outputs.push(out);
         tapes.push(tape);
@@ -96,12 +99,14 @@ pub fn checkpointed_path_grads<B: AutodiffBackend>(
         .map(|o| Tensor::from_inner(o.clone()).require_grad())
         .collect();
     let target = Tensor::<B, 4>::from_inner(eps);
-    let value = loss(path_loss(
-        leaves
-            .iter()
-            .map(|e| step_loss(e.clone(), target.clone()))
-            .collect(),
-    ));
+    let value = loss(
+        timesteps.path_loss(
+            leaves
+                .iter()
+                .map(|e| step_loss(e.clone(), target.clone()))
+                .collect(),
+        ),
+    );
     let grads = value.backward();
     let mut direct: Vec<Option<Tensor<B::InnerBackend, 4>>> =
         leaves.iter().map(|e| e.grad(&grads)).collect();
@@ -109,14 +114,15 @@ pub fn checkpointed_path_grads<B: AutodiffBackend>(
     let mut total = GradientsParams::new();
     // d loss / d x_{t_{k+1}}, carried back from the later calls.
     let mut grad_next: Option<Tensor<B::InnerBackend, 4>> = None;
-    for k in (0..timesteps.len()).rev() {
+    for k in (0..steps).rev() {
         let mut grad_out = direct[k].take().unwrap_or_else(|| outputs[k].zeros_like());
         let mut grad_state = None;
         if let Some(g) = grad_next.take() {
             // Through x_{k+1} = ddim(x_k, eps_hat_k): its vector-Jacobian product by autodiff.
             let x_k = Tensor::<B, 4>::from_inner(states[k].clone()).require_grad();
             let e_k = Tensor::<B, 4>::from_inner(outputs[k].clone()).require_grad();
-            let (next, _) = ddim_next(sampler, timesteps[k], stride, e_k.clone(), x_k.clone());
+            let t = timesteps.at(k);
+            let (next, _) = ddim_next_rows(sampler, &t, stride, e_k.clone(), x_k.clone());
             let grads = (next * Tensor::from_inner(g)).sum().backward();
             if let Some(ge) = e_k.grad(&grads) {
                 grad_out = grad_out + ge;
@@ -172,10 +178,10 @@ where
     })
 }
 
-/// One UNet call of a checkpointed loss: input latents, timestep and conditioning.
+/// One UNet call of a checkpointed loss: input latents, each row's timestep and conditioning.
 pub struct UNetCall<'a, B: Backend> {
     pub x: Tensor<B, 4>,
-    pub t: usize,
+    pub t: Vec<usize>,
     pub cond: &'a TextCond<B>,
 }
 
@@ -191,12 +197,12 @@ pub fn checkpointed_calls_grads<B: AutodiffBackend>(
     let mut leaves = Vec::with_capacity(calls.len());
     let mut tapes = Vec::with_capacity(calls.len());
     for call in calls {
-        let rows = call.x.dims()[0];
         let dtype = call.x.dtype();
         let device = call.x.device();
+        let t: Vec<f32> = call.t.iter().map(|&t| t as f32).collect();
         let (out, tape) = unet.forward_checkpointed(UNetInput {
             sample: call.x,
-            timestep: Tensor::full([rows], call.t as f32, &device),
+            timestep: Tensor::from_floats(t.as_slice(), &device),
             encoder_hidden_states: call.cond.context.clone(),
             added_cond: call.cond.added.clone(),
         });
@@ -231,7 +237,7 @@ where
     let prepared = dpo_prepare(reference, config, inputs)?;
     let call = UNetCall {
         x: prepared.x_t.clone(),
-        t: prepared.t,
+        t: prepared.t.clone(),
         cond: &prepared.cond,
     };
     let target = Tensor::<B, 4>::from_inner(prepared.eps.clone());
@@ -263,10 +269,11 @@ where
     let uncond = prepared.uncond.as_ref().filter(|_| g != 1.0);
     let mut calls = Vec::new();
     for &i in &prepared.train_steps {
-        let (x, t) = (&prepared.states[i], prepared.timesteps[i] as usize);
+        let x = &prepared.states[i];
+        let t = vec![prepared.timesteps[i] as usize; x.dims()[0]];
         calls.push(UNetCall {
             x: x.clone(),
-            t,
+            t: t.clone(),
             cond: &prepared.cond,
         });
         if let Some(u) = uncond {

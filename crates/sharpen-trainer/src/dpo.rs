@@ -6,11 +6,11 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use sharpen_loss::{diffusion_dpo_loss, select, step_loss};
 use sharpen_rewards::Reward;
-use sharpen_schedulers::training::add_noise;
 use sharpen_schedulers::Sampler;
 
 use crate::model::{select as select_rows, EpsModel, LatentDecoder, TextCond};
 use crate::rlhf::generate;
+use crate::timesteps::{add_noise_rows, RowTimesteps};
 use crate::trajectory::{lift_cond, repeat_prompts, score_latents, Rollout, TrajectoryError};
 
 /// Diffusion-DPO's knobs.
@@ -38,8 +38,8 @@ pub struct DpoDraw<B: Backend> {
     pub noise: Tensor<B, 4>,
     /// Each pair's shared training noise: [prompts, c, h, w].
     pub eps: Tensor<B, 4>,
-    /// The shared training timestep.
-    pub t: usize,
+    /// Each pair's training timestep, one per prompt (Diffusion-DPO draws one per pair).
+    pub t: Vec<usize>,
 }
 
 /// A baseline step's result: the loss (with graph) and the rewards of its samples (one
@@ -63,7 +63,7 @@ pub struct Sampling<'a, S, D> {
 /// Rewards of final samples as a one-step [`Rollout`], with per-prompt selections.
 pub(crate) fn sample_rollout(scores: Vec<f64>, n: usize) -> Rollout {
     Rollout {
-        timesteps: Vec::new(),
+        timesteps: RowTimesteps::default(),
         step_rewards: scores.iter().map(|&s| vec![s]).collect(),
         selections: scores.chunks(n).map(select).collect(),
         scores,
@@ -77,7 +77,8 @@ pub(crate) struct DpoPrepared<B: Backend> {
     pub x_t: Tensor<B, 4>,
     pub eps: Tensor<B, 4>,
     pub cond: TextCond<B>,
-    pub t: usize,
+    /// The chosen rows' timesteps: each pair's for its winner and its loser.
+    pub t: Vec<usize>,
     refs: Tensor<B, 1>,
     tie: Vec<bool>,
     pub rollout: Rollout,
@@ -135,16 +136,18 @@ pub(crate) fn dpo_prepare<B: Backend>(
         draw: DpoDraw { noise, eps, t },
     } = inputs;
     let p = prompts.len();
-    if noise.dims()[0] != p * n || eps.dims()[0] != p || cond.rows() != p {
+    if noise.dims()[0] != p * n || eps.dims()[0] != p || cond.rows() != p || t.len() != p {
         return Err(TrajectoryError::Input(format!(
-            "{} noise rows, {} eps rows and {} condition rows for {p} prompts x {n} samples",
+            "{} noise rows, {} eps rows, {} condition rows and {} timesteps for {p} prompts x \
+             {n} samples",
             noise.dims()[0],
             eps.dims()[0],
-            cond.rows()
+            cond.rows(),
+            t.len()
         )));
     }
     let schedule = &generation.config.schedule;
-    if t >= schedule.num_train_timesteps() {
+    if let Some(t) = t.iter().find(|&&t| t >= schedule.num_train_timesteps()) {
         return Err(TrajectoryError::Input(format!(
             "timestep {t} outside the schedule"
         )));
@@ -170,9 +173,13 @@ pub(crate) fn dpo_prepare<B: Backend>(
         .chain((0..p).map(|q| rollout.loser_row(q, n)))
         .collect();
     let eps2 = Tensor::cat(vec![eps.clone(), eps], 0);
-    let x_t = add_noise(schedule, select_rows(samples, &chosen), eps2.clone(), t);
+    let t = [t.clone(), t].concat();
+    let x_t = add_noise_rows(schedule, select_rows(samples, &chosen), eps2.clone(), &t);
     let pair_cond = rows_cond.select_rows(&chosen);
-    let refs = step_loss(reference.predict(x_t.clone(), t, &pair_cond), eps2.clone());
+    let refs = step_loss(
+        reference.predict_rows(x_t.clone(), &t, &pair_cond),
+        eps2.clone(),
+    );
     let tie: Vec<bool> = rollout.selections.iter().map(|s| s.tie).collect();
     Ok(DpoPrepared {
         x_t,
@@ -203,9 +210,9 @@ where
 {
     let prepared = dpo_prepare(reference, config, inputs)?;
     let losses = step_loss(
-        train.predict(
+        train.predict_rows(
             Tensor::from_inner(prepared.x_t.clone()),
-            prepared.t,
+            &prepared.t,
             &lift_cond::<B>(&prepared.cond),
         ),
         Tensor::from_inner(prepared.eps.clone()),

@@ -11,6 +11,7 @@ pub mod dpo;
 pub mod model;
 pub mod rlhf;
 pub mod standard;
+pub mod timesteps;
 pub mod train;
 pub mod trajectory;
 
@@ -26,6 +27,7 @@ pub use rlhf::{
     RlhfStepValue,
 };
 pub use standard::{standard_input, standard_loss};
+pub use timesteps::RowTimesteps;
 pub use train::{OptimConfig, StepReport, Trainer};
 pub use trajectory::{
     effective_steps, lift_cond, path_losses, repeat_prompts, rollout, rollout_with_states,

@@ -60,12 +60,31 @@ pub fn select<B: Backend, const D: usize>(x: Tensor<B, D>, rows: &[usize]) -> Te
 pub trait EpsModel<B: Backend> {
     /// x: [rows, c, h, w]; one timestep for all rows; returns [rows, c, h, w].
     fn predict(&self, x: Tensor<B, 4>, t: usize, cond: &TextCond<B>) -> Tensor<B, 4>;
+
+    /// x: [rows, c, h, w] with each row's own timestep `t`. By default one [`Self::predict`]
+    /// per distinct timestep.
+    fn predict_rows(&self, x: Tensor<B, 4>, t: &[usize], cond: &TextCond<B>) -> Tensor<B, 4> {
+        let groups = crate::timesteps::groups(t);
+        if let [(t, _)] = groups.as_slice() {
+            return self.predict(x, *t, cond);
+        }
+        let parts = groups
+            .iter()
+            .map(|(t, rows)| self.predict(select(x.clone(), rows), *t, &cond.select_rows(rows)))
+            .collect();
+        crate::timesteps::in_row_order(parts, &groups)
+    }
 }
 
 impl<B: Backend> EpsModel<B> for UNet2DConditionModel<B> {
     fn predict(&self, x: Tensor<B, 4>, t: usize, cond: &TextCond<B>) -> Tensor<B, 4> {
         let rows = x.dims()[0];
-        let timestep = Tensor::<B, 1>::full([rows], t as f32, &x.device());
+        self.predict_rows(x, &vec![t; rows], cond)
+    }
+
+    fn predict_rows(&self, x: Tensor<B, 4>, t: &[usize], cond: &TextCond<B>) -> Tensor<B, 4> {
+        let t: Vec<f32> = t.iter().map(|&t| t as f32).collect();
+        let timestep = Tensor::<B, 1>::from_floats(t.as_slice(), &x.device());
         let dtype = x.dtype();
         self.forward(UNetInput {
             sample: x,

@@ -7,6 +7,7 @@ use sharpen_loss::{rlhf_loss, select as select_best_worst, step_loss, RewardMarg
 use sharpen_schedulers::{Sampler, SamplerState};
 
 use crate::model::{select as select_rows, EpsModel, LatentDecoder, TextCond};
+use crate::timesteps::RowTimesteps;
 use crate::trajectory::{
     lift_cond, noise_and_roll_out, path_losses, repeat_prompts, score_latents, Rollout, StepModels,
     TrajectoryConfig, TrajectoryError,
@@ -97,20 +98,23 @@ pub fn guided_eps<B: Backend>(
     }
 }
 
-/// The reference model's mean step loss over the given trajectory states (no graph): [rows].
+/// The reference model's mean step loss over each row's trajectory states (no graph): [rows].
 fn reference_losses<B: Backend>(
     reference: &impl EpsModel<B>,
     states: &[Tensor<B, 4>],
     eps: Tensor<B, 4>,
     cond: &TextCond<B>,
-    timesteps: &[usize],
+    timesteps: &RowTimesteps,
 ) -> Tensor<B, 1> {
     let losses: Vec<Tensor<B, 1>> = states
         .iter()
-        .zip(timesteps)
-        .map(|(x, &t)| step_loss(reference.predict(x.clone(), t, cond), eps.clone()))
+        .enumerate()
+        .map(|(k, x)| {
+            let eps_hat = reference.predict_rows(x.clone(), &timesteps.at(k), cond);
+            step_loss(eps_hat, eps.clone())
+        })
         .collect();
-    sharpen_loss::path_loss(losses)
+    timesteps.path_loss(losses)
 }
 
 /// One RLHF step's result.
@@ -142,7 +146,8 @@ pub struct RlhfStepValue<B: Backend> {
 pub struct RlhfDraw<B: Backend> {
     /// [prompts x n, c, h, w].
     pub eps: Tensor<B, 4>,
-    pub t: usize,
+    /// Each prompt's start timestep (shared by its n trajectories).
+    pub t: Vec<usize>,
     /// Noise to re-noise the generations with (and the losses' target), [prompts x n, c, h, w].
     /// None: each generation's own starting noise `eps`, as method.md specifies; Some: fresh
     /// noise, as Diffusion-DPO noises its pairs (`[rlhf] renoise = "fresh"`).
@@ -166,7 +171,8 @@ pub(crate) struct RlhfPrepared<B: Backend> {
     pub x_t: Tensor<B, 4>,
     pub eps: Tensor<B, 4>,
     pub cond: TextCond<B>,
-    pub timesteps: Vec<usize>,
+    /// The chosen rows' trajectory timesteps.
+    pub timesteps: RowTimesteps,
     /// The reference model's mean step loss per chosen row.
     pub refs: Tensor<B, 1>,
     /// Per prompt: (r_w - r_l) x reward_scale, and whether all n tied.
@@ -246,7 +252,7 @@ where
         eps.clone(),
         &rows_cond,
         prompts,
-        t,
+        &t,
     )?;
     let (x_t, timesteps, mut rollout, states) =
         (noised.x_t, noised.timesteps, noised.rollout, noised.states);
@@ -254,7 +260,6 @@ where
         rollout.scores = generation_scores.clone();
         rollout.selections = generation_scores.chunks(n).map(select_best_worst).collect();
     }
-    let m_eff = timesteps.len();
 
     // Winners then losers, one row each per prompt.
     let prompts_n = prompts.len();
@@ -264,8 +269,13 @@ where
         .collect();
     let chosen_cond = rows_cond.select_rows(&chosen);
     let chosen_eps = select_rows(eps, &chosen);
-    let ref_steps = if rlhf.ref_first_step_only { 1 } else { m_eff };
-    let chosen_states: Vec<Tensor<B::InnerBackend, 4>> = states[..ref_steps]
+    let timesteps = timesteps.select(&chosen);
+    let ref_timesteps = if rlhf.ref_first_step_only {
+        timesteps.first(1)
+    } else {
+        timesteps.clone()
+    };
+    let chosen_states: Vec<Tensor<B::InnerBackend, 4>> = states[..ref_timesteps.steps()]
         .iter()
         .map(|s| select_rows(s.clone(), &chosen))
         .collect();
@@ -274,7 +284,7 @@ where
         &chosen_states,
         chosen_eps.clone(),
         &chosen_cond,
-        &timesteps[..ref_steps],
+        &ref_timesteps,
     );
     let gap: Vec<f64> = rollout
         .selections

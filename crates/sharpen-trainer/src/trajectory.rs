@@ -2,12 +2,12 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use sharpen_loss::{path_loss, select, step_loss, trajectory_reward, Selection};
+use sharpen_loss::{select, step_loss, trajectory_reward, Selection};
 use sharpen_rewards::{Reward, RewardError};
-use sharpen_schedulers::training::add_noise;
 use sharpen_schedulers::Sampler;
 
 use crate::model::{repeat_interleave, select as select_rows, EpsModel, LatentDecoder, TextCond};
+use crate::timesteps::{add_noise_rows, ddim_next_rows, RowTimesteps};
 
 /// The trajectory shape (method.md sections 3 and 6); also the `[trajectory]` section of a
 /// training config.
@@ -26,6 +26,10 @@ pub struct TrajectoryConfig {
     /// Draw the trajectories' start timestep below this (default: the whole schedule, as
     /// method.md). Low values keep the decoded x0 estimates close to the images being compared.
     pub max_timestep: Option<usize>,
+    /// One start timestep for all the prompts of a micro-batch instead of one per prompt
+    /// (method.md draws one per training example). This trainer's draw before 2026-12-07, kept
+    /// so the runs made with it can be reproduced (`docs/results/shapes/ledger`).
+    pub shared_timestep: bool,
 }
 
 impl Default for TrajectoryConfig {
@@ -36,6 +40,7 @@ impl Default for TrajectoryConfig {
             stride: 40,
             detach_between_steps: false,
             max_timestep: None,
+            shared_timestep: false,
         }
     }
 }
@@ -69,8 +74,9 @@ pub fn trajectory_timesteps(t: usize, m_eff: usize, stride: usize) -> Vec<usize>
 /// What a rollout found, per row (prompt p's trajectories are rows p*n .. p*n+n-1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollout {
-    pub timesteps: Vec<usize>,
-    /// r^i_k: [rows][steps].
+    /// Each row's trajectory timesteps.
+    pub timesteps: RowTimesteps,
+    /// r^i_k: [rows][the row's steps].
     pub step_rewards: Vec<Vec<f64>>,
     /// r^i = mean_k r^i_k: [rows].
     pub scores: Vec<f64>,
@@ -114,7 +120,7 @@ pub fn rollout<B: Backend>(
     cond: &TextCond<B>,
     prompts: &[&str],
     n: usize,
-    timesteps: &[usize],
+    timesteps: &RowTimesteps,
     stride: usize,
 ) -> Result<Rollout, TrajectoryError> {
     rollout_with_states(
@@ -134,27 +140,39 @@ pub fn rollout_with_states<B: Backend>(
     cond: &TextCond<B>,
     prompts: &[&str],
     n: usize,
-    timesteps: &[usize],
+    timesteps: &RowTimesteps,
     stride: usize,
 ) -> Result<(Rollout, Vec<Tensor<B, 4>>), TrajectoryError> {
     let rows = x_t.dims()[0];
-    if rows != prompts.len() * n || cond.rows() != rows {
+    if rows != prompts.len() * n || cond.rows() != rows || timesteps.rows() != rows {
         return Err(TrajectoryError::Input(format!(
-            "{rows} latent rows and {} condition rows for {} prompts x {n} trajectories",
+            "{rows} latent rows, {} condition rows and {} trajectories' timesteps for {} \
+             prompts x {n} trajectories",
             cond.rows(),
+            timesteps.rows(),
             prompts.len()
         )));
     }
     let row_prompts = repeat_prompts(prompts, n);
-    let mut step_rewards = vec![Vec::with_capacity(timesteps.len()); rows];
+    let steps = timesteps.steps();
+    let mut step_rewards = vec![Vec::with_capacity(steps); rows];
     let mut x = x_t;
-    let mut states = Vec::with_capacity(timesteps.len());
-    for &t in timesteps {
+    let mut states = Vec::with_capacity(steps);
+    for k in 0..steps {
+        let t = timesteps.at(k);
         states.push(x.clone());
-        let eps_hat = model.predict(x.clone(), t, cond);
-        let (next, x0_hat) = ddim_next(sampler, t, stride, eps_hat, x);
-        let scores = score_latents(decoder, reward, x0_hat, &row_prompts)?;
-        for (row, s) in scores.into_iter().enumerate() {
+        let eps_hat = model.predict_rows(x.clone(), &t, cond);
+        let (next, x0_hat) = ddim_next_rows(sampler, &t, stride, eps_hat, x);
+        // Only the rows whose trajectory has a step k are scored.
+        let active: Vec<usize> = (0..rows).filter(|&r| timesteps.active(r, k)).collect();
+        let (x0_hat, active_prompts) = if active.len() == rows {
+            (x0_hat, row_prompts.clone())
+        } else {
+            let p = active.iter().map(|&r| row_prompts[r]).collect();
+            (select_rows(x0_hat, &active), p)
+        };
+        let scores = score_latents(decoder, reward, x0_hat, &active_prompts)?;
+        for (&row, s) in active.iter().zip(scores) {
             step_rewards[row].push(s);
         }
         x = next;
@@ -162,7 +180,7 @@ pub fn rollout_with_states<B: Backend>(
     let scores: Vec<f64> = step_rewards.iter().map(|r| trajectory_reward(r)).collect();
     let selections = scores.chunks(n).map(select).collect();
     let rollout = Rollout {
-        timesteps: timesteps.to_vec(),
+        timesteps: timesteps.clone(),
         step_rewards,
         scores,
         selections,
@@ -203,17 +221,19 @@ pub fn path_losses<B: Backend>(
     x_t: Tensor<B, 4>,
     eps: Tensor<B, 4>,
     cond: &TextCond<B>,
-    timesteps: &[usize],
+    timesteps: &RowTimesteps,
     stride: usize,
     detach_between_steps: bool,
 ) -> Tensor<B, 1> {
-    let mut losses = Vec::with_capacity(timesteps.len());
+    let steps = timesteps.steps();
+    let mut losses = Vec::with_capacity(steps);
     let mut x = x_t;
-    for (k, &t) in timesteps.iter().enumerate() {
-        let eps_hat = model.predict(x.clone(), t, cond);
+    for k in 0..steps {
+        let t = timesteps.at(k);
+        let eps_hat = model.predict_rows(x.clone(), &t, cond);
         losses.push(step_loss(eps_hat.clone(), eps.clone()));
-        if k + 1 < timesteps.len() {
-            let (next, _) = ddim_next(sampler, t, stride, eps_hat, x);
+        if k + 1 < steps {
+            let (next, _) = ddim_next_rows(sampler, &t, stride, eps_hat, x);
             x = if detach_between_steps {
                 next.detach()
             } else {
@@ -221,7 +241,7 @@ pub fn path_losses<B: Backend>(
             };
         }
     }
-    path_loss(losses)
+    timesteps.path_loss(losses)
 }
 
 /// The same conditioning as constants of the autodiff backend (no gradient flows into it).
@@ -239,13 +259,14 @@ pub fn lift_cond<B: AutodiffBackend>(cond: &TextCond<B::InnerBackend>) -> TextCo
 /// rollout and its states.
 pub(crate) struct Noised<B: Backend> {
     pub x_t: Tensor<B, 4>,
-    pub timesteps: Vec<usize>,
+    pub timesteps: RowTimesteps,
     pub rollout: Rollout,
     pub states: Vec<Tensor<B, 4>>,
 }
 
 /// The shared start of both steps (method.md section 3): noise the clean rows `x0` with their
-/// `eps` at `t`, then roll out the m_eff DDIM steps without autograd and score them.
+/// `eps`, each prompt's n rows at the prompt's own timestep `t[p]`, then roll out each row's
+/// m_eff DDIM steps without autograd and score them.
 pub(crate) fn noise_and_roll_out<B, M, R, D>(
     models: &StepModels<'_, B, M, R, D>,
     config: &TrajectoryConfig,
@@ -253,7 +274,7 @@ pub(crate) fn noise_and_roll_out<B, M, R, D>(
     eps: Tensor<B::InnerBackend, 4>,
     rows_cond: &TextCond<B::InnerBackend>,
     prompts: &[&str],
-    t: usize,
+    t: &[usize],
 ) -> Result<Noised<B::InnerBackend>, TrajectoryError>
 where
     B: AutodiffBackend,
@@ -261,14 +282,24 @@ where
     D: LatentDecoder<B::InnerBackend>,
 {
     let schedule = &models.sampler.config.schedule;
-    if t >= schedule.num_train_timesteps() {
+    if t.len() != prompts.len() {
         return Err(TrajectoryError::Input(format!(
-            "timestep {t} outside the schedule"
+            "{} timesteps for {} prompts",
+            t.len(),
+            prompts.len()
         )));
     }
-    let x_t = add_noise(schedule, x0, eps, t);
-    let m_eff = effective_steps(t, config.m, config.stride);
-    let timesteps = trajectory_timesteps(t, m_eff, config.stride);
+    if let Some(bad) = t.iter().find(|&&t| t >= schedule.num_train_timesteps()) {
+        return Err(TrajectoryError::Input(format!(
+            "timestep {bad} outside the schedule"
+        )));
+    }
+    let row_t: Vec<usize> = t
+        .iter()
+        .flat_map(|&t| std::iter::repeat_n(t, config.n))
+        .collect();
+    let x_t = add_noise_rows(schedule, x0, eps, &row_t);
+    let timesteps = RowTimesteps::new(&row_t, config.m, config.stride);
     let (rollout, states) = rollout_with_states(
         models.rollout,
         models.decoder,
@@ -312,20 +343,20 @@ pub(crate) struct SftSelected<B: Backend> {
     pub x_t: Tensor<B, 4>,
     pub eps: Tensor<B, 4>,
     pub cond: TextCond<B>,
-    pub timesteps: Vec<usize>,
+    pub timesteps: RowTimesteps,
     pub rollout: Rollout,
 }
 
 /// What one SFT step trains on: each prompt's clean latent `x0` [prompts, c, h, w], its n noises
 /// `eps` [prompts x n, c, h, w], its (possibly caption-dropped) conditioning, the prompts the
-/// reward sees, and the shared timestep `t`.
+/// reward sees, and each prompt's start timestep `t` (method.md draws one per example).
 #[derive(Debug, Clone)]
 pub struct SftInputs<'a, B: Backend> {
     pub x0: Tensor<B, 4>,
     pub eps: Tensor<B, 4>,
     pub cond: &'a TextCond<B>,
     pub prompts: &'a [&'a str],
-    pub t: usize,
+    pub t: Vec<usize>,
 }
 
 /// The rollout and selection of [`sft_step`], without autograd.
@@ -355,7 +386,7 @@ where
         eps.clone(),
         &rows_cond,
         prompts,
-        t,
+        &t,
     )?;
     let chosen: Vec<usize> = (0..prompts.len())
         .map(|p| noised.rollout.winner_row(p, n))
@@ -364,7 +395,7 @@ where
         x_t: select_rows(noised.x_t, &chosen),
         eps: select_rows(eps, &chosen),
         cond: rows_cond.select_rows(&chosen),
-        timesteps: noised.timesteps,
+        timesteps: noised.timesteps.select(&chosen),
         rollout: noised.rollout,
     })
 }

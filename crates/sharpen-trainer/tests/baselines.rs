@@ -13,7 +13,8 @@ use sharpen_trainer::{
 
 const PROMPTS: [&str; 2] = ["a", "b"];
 const N: usize = 3;
-const T: usize = 400;
+/// Each pair's training timestep (Diffusion-DPO draws one per pair).
+const T: [usize; 2] = [400, 150];
 const W_REF: f32 = 0.6;
 
 fn rows() -> usize {
@@ -39,7 +40,7 @@ fn dpo(w: f32, config: &DpoConfig, reward: &dyn Reward<B>) -> (BaselineStep<AD>,
             draw: DpoDraw {
                 noise: tensor(values(rows() * PER_ROW, 3), [rows(), 4, 2, 3]),
                 eps: tensor(values(PROMPTS.len() * PER_ROW, 4), [PROMPTS.len(), 4, 2, 3]),
-                t: T,
+                t: T.to_vec(),
             },
         },
     )
@@ -73,10 +74,12 @@ fn dpo_by_hand(w: f64, beta: f64) -> f64 {
     .to_vec()
     .unwrap();
     let eps = values(PROMPTS.len() * PER_ROW, 4);
-    let a = SchedulerConfig::sdxl_base_1_0()
-        .schedule
-        .alpha_bar(T as i64)
-        .unwrap();
+    let alpha = |p: usize| {
+        SchedulerConfig::sdxl_base_1_0()
+            .schedule
+            .alpha_bar(T[p] as i64)
+            .unwrap()
+    };
     let brightness = |row: &[f32]| -> f64 {
         row[..18]
             .iter()
@@ -84,7 +87,7 @@ fn dpo_by_hand(w: f64, beta: f64) -> f64 {
             .sum::<f64>()
             / 18.0
     };
-    let loss = |row: &[f32], e: &[f32], w: f64| -> f64 {
+    let loss = |row: &[f32], e: &[f32], w: f64, a: f64| -> f64 {
         row.iter()
             .zip(e)
             .map(|(&x0, &e)| {
@@ -103,10 +106,10 @@ fn dpo_by_hand(w: f64, beta: f64) -> f64 {
         let best = (0..N).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
         let worst = (0..N).fold(0, |b, i| if scores[i] < scores[b] { i } else { b });
         let e = &eps[p * PER_ROW..(p + 1) * PER_ROW];
-        let r = W_REF as f64;
+        let (r, a) = (W_REF as f64, alpha(p));
         let inner = -(beta / 2.0)
-            * ((loss(group[best], e, w) - loss(group[best], e, r))
-                - (loss(group[worst], e, w) - loss(group[worst], e, r)));
+            * ((loss(group[best], e, w, a) - loss(group[best], e, r, a))
+                - (loss(group[worst], e, w, a) - loss(group[worst], e, r, a)));
         total += (1.0 + (-inner).exp()).ln();
     }
     total / PROMPTS.len() as f64

@@ -66,7 +66,7 @@ fn step_renoised(
             prompts: &PROMPTS,
             draw: RlhfDraw {
                 eps: tensor(eps(), [rows, 4, 2, 3]),
-                t: T,
+                t: vec![T; PROMPTS.len()],
                 renoise: renoise.map(|v| tensor(v, [rows, 4, 2, 3])),
             },
         },

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use sharpen_schedulers::SchedulerConfig;
 use sharpen_trainer::{
-    effective_steps, path_losses, rollout, sft_step, trajectory_timesteps, SftInputs, StepModels,
-    TrajectoryConfig,
+    effective_steps, path_losses, rollout, sft_step, trajectory_timesteps, RowTimesteps, SftInputs,
+    StepModels, TrajectoryConfig,
 };
 
 #[test]
@@ -46,7 +46,7 @@ fn rollout_scores_every_step_and_selects_per_prompt() {
         &cond(rows),
         &prompts,
         n,
-        &timesteps,
+        &RowTimesteps::uniform(&timesteps, rows),
         stride,
     )
     .unwrap();
@@ -75,7 +75,8 @@ fn rollout_scores_every_step_and_selects_per_prompt() {
     }
 }
 
-fn sft(w: f32, detach: bool, t: usize) -> (f64, f64, Vec<usize>) {
+/// One SFT step on two prompts starting at `t[0]` and `t[1]`: (loss, d loss / d w, winner rows).
+fn sft_at(w: f32, detach: bool, t: [usize; 2]) -> (f64, f64, Vec<usize>, sharpen_trainer::Rollout) {
     let (prompts, n) = (["a", "b"], 3);
     let rows = prompts.len() * n;
     let x0 = values(prompts.len() * PER_ROW, 3);
@@ -102,7 +103,7 @@ fn sft(w: f32, detach: bool, t: usize) -> (f64, f64, Vec<usize>) {
             eps: tensor(eps, [rows, 4, 2, 3]),
             cond: &cond(prompts.len()),
             prompts: &prompts,
-            t,
+            t: t.to_vec(),
         },
     )
     .unwrap();
@@ -115,6 +116,11 @@ fn sft(w: f32, detach: bool, t: usize) -> (f64, f64, Vec<usize>) {
         .expect("w gets a gradient")
         .into_scalar() as f64;
     let winners = (0..2).map(|p| step.rollout.winner_row(p, n)).collect();
+    (loss, g, winners, step.rollout)
+}
+
+fn sft(w: f32, detach: bool, t: usize) -> (f64, f64, Vec<usize>) {
+    let (loss, g, winners, _) = sft_at(w, detach, [t, t]);
     (loss, g, winners)
 }
 
@@ -181,7 +187,7 @@ fn path_losses_are_per_row() {
         tensor::<B>(x.clone(), [rows, 4, 2, 3]),
         tensor(eps.clone(), [rows, 4, 2, 3]),
         &cond(rows),
-        &timesteps,
+        &RowTimesteps::uniform(&timesteps, rows),
         40,
         false,
     );
@@ -216,7 +222,7 @@ fn mismatched_rows_are_an_error() {
         &cond(5),
         &["a", "b"],
         3,
-        &[500],
+        &RowTimesteps::uniform(&[500], 5),
         40,
     )
     .unwrap_err();
@@ -234,4 +240,81 @@ fn the_start_timestep_bound_is_the_schedule_or_the_configured_maximum() {
     assert_eq!(config.timestep_bound(1000), 200);
     config.max_timestep = Some(5000);
     assert_eq!(config.timestep_bound(1000), 1000, "never past the schedule");
+}
+
+#[test]
+fn each_prompt_starts_at_its_own_timestep() {
+    // method.md section 3 draws one timestep per training example. Prompt 0 starts at 500 (three
+    // steps), prompt 1 at 50 (m_eff = 2: 50 and 10).
+    let (n, stride, w, t) = (3, 40, 0.7f32, [500, 50]);
+    let x0 = values(2 * PER_ROW, 3);
+    let eps = values(2 * n * PER_ROW, 4);
+    let (loss, grad, winners, rollout) = sft_at(w, false, t);
+    let mut expected = 0.0;
+    for p in 0..2 {
+        let timesteps = trajectory_timesteps(t[p], effective_steps(t[p], 3, stride), stride);
+        assert_eq!(rollout.timesteps.row(p * n), timesteps.as_slice());
+        for i in 0..n {
+            let row = p * n + i;
+            let (rewards, l) = by_hand(
+                &x0[p * PER_ROW..(p + 1) * PER_ROW],
+                &eps[row * PER_ROW..(row + 1) * PER_ROW],
+                w as f64,
+                t[p],
+                &timesteps,
+                stride,
+            );
+            assert_eq!(
+                rollout.step_rewards[row].len(),
+                timesteps.len(),
+                "row {row}"
+            );
+            for (k, (got, want)) in rollout.step_rewards[row].iter().zip(&rewards).enumerate() {
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "row {row} step {k}: {got} vs {want}"
+                );
+            }
+            if row == winners[p] {
+                expected += l / 2.0;
+            }
+        }
+    }
+    assert!(
+        (loss - expected).abs() < 1e-5 * expected.max(1.0),
+        "{loss} vs {expected}"
+    );
+    // The gradient of the mixed batch, against finite differences.
+    let h = 1e-2f32;
+    let (lp, _, wp, _) = sft_at(w + h, false, t);
+    let (lm, _, wm, _) = sft_at(w - h, false, t);
+    assert_eq!(
+        (&wp, &wm),
+        (&winners, &winners),
+        "the selection is stable around w"
+    );
+    assert_matches_fd(grad, (lp - lm) / (2.0 * h as f64), 1e-6, 2e-3, 1.0);
+}
+
+#[test]
+fn row_timesteps_end_each_row_at_its_own_length() {
+    let steps = RowTimesteps::new(&[500, 50, 20], 3, 40);
+    assert_eq!(steps.steps(), 3);
+    assert_eq!(steps.row(0), &[500, 460, 420]);
+    assert_eq!(steps.row(1), &[50, 10]);
+    assert_eq!(steps.row(2), &[20]);
+    // Rows past their end repeat their last timestep; they are neither scored nor trained.
+    assert_eq!(steps.at(2), vec![420, 10, 20]);
+    assert!(steps.active(1, 1) && !steps.active(1, 2) && !steps.active(2, 1));
+    assert_eq!(steps.select(&[2, 0]).row(0), &[20]);
+    assert_eq!(steps.first(1).steps(), 1);
+    // The path loss averages each row over its own steps.
+    let l = |v: [f32; 3]| burn::tensor::Tensor::<B, 1>::from_floats(v, &Default::default());
+    let loss = steps.path_loss(vec![
+        l([1.0, 2.0, 3.0]),
+        l([4.0, 5.0, 6.0]),
+        l([7.0, 8.0, 9.0]),
+    ]);
+    let loss: Vec<f32> = loss.into_data().to_vec().unwrap();
+    assert_eq!(loss, vec![4.0, 3.5, 3.0]);
 }
