@@ -68,8 +68,9 @@ impl Rows {
 pub struct Draw<B: Backend> {
     /// The starting noise: one row per prompt and trajectory (or sample).
     pub eps: Tensor<B, 4>,
-    /// Standard and the sharpening methods: one per prompt (the sharpening methods' start
-    /// timesteps); the baselines: the one timestep of the micro-batch; autoencoder: none.
+    /// Standard, the sharpening methods and Diffusion-DPO: one per prompt (the sharpening
+    /// methods' start timesteps, Diffusion-DPO's per pair; all equal with `shared_timestep`);
+    /// DDPO: one, unused (it trains on its own sampling steps); autoencoder: none.
     pub timesteps: Vec<usize>,
     /// Diffusion-DPO's pair noise.
     pub pair_eps: Option<Tensor<B, 4>>,
@@ -108,7 +109,8 @@ pub fn draw<B: Backend>(
             let all: Vec<usize> = (0..global).map(|_| rng.below(bound)).collect();
             all[mine.clone()].to_vec()
         }
-        // The baselines' one timestep, or `shared_timestep`'s for all the micro-batch's prompts.
+        // `shared_timestep`: one for all the micro-batch's prompts; DDPO: one, drawn to keep its
+        // stream as it was.
         _ => {
             let t = rng.below(cfg.trajectory.timestep_bound(train_timesteps));
             let prompts = match cfg.method {
@@ -410,11 +412,10 @@ mod tests {
         cfg.method = Method::SharpenRlhf;
         cfg.trajectory.shared_timestep = false;
         assert_eq!(timesteps(&cfg, 0..8), t, "RLHF draws as SFT does");
+        // Diffusion-DPO: one per pair (its draws come at the same place in the stream).
         cfg.method = Method::DiffusionDpo;
-        assert_eq!(
-            timesteps(&cfg, 0..8).len(),
-            8,
-            "Diffusion-DPO: one per pair"
-        );
+        assert_eq!(timesteps(&cfg, 0..8), t);
+        cfg.trajectory.shared_timestep = true;
+        assert_eq!(timesteps(&cfg, 0..8), shared);
     }
 }

@@ -27,8 +27,9 @@ pub struct TrajectoryConfig {
     /// method.md). Low values keep the decoded x0 estimates close to the images being compared.
     pub max_timestep: Option<usize>,
     /// One start timestep for all the prompts of a micro-batch instead of one per prompt
-    /// (method.md draws one per training example). This trainer's draw before 2026-12-07, kept
-    /// so the runs made with it can be reproduced (`docs/results/shapes/ledger`).
+    /// (method.md draws one per training example; Diffusion-DPO, which reads it too, one per
+    /// pair). This trainer's draw before 2026-12-07, kept so the runs made with it can be
+    /// reproduced (`docs/results/shapes/ledger`).
     pub shared_timestep: bool,
 }
 
