@@ -20,7 +20,10 @@ pub struct Change {
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Two seeds whose changes happen to be equal give an interval of zero width: no verdict
+        // comes from fewer than three.
         let verdict = match self.change.mean.abs() > self.change.ci95 {
+            _ if self.change.n < 3 => "too few seeds to judge",
             true if self.change.mean > 0.0 => "a resolved rise",
             true => "a resolved fall",
             false => "within the seeds' noise",
@@ -160,6 +163,14 @@ mod tests {
         );
         // A single validation has no change.
         assert!(change(&rows[..1], 2).unwrap().is_none());
+        // Two seeds that moved alike: an interval of zero width, and no verdict.
+        let two = [
+            Validation::new(0, vec![0.5, 0.5, 0.25, 0.75]),
+            Validation::new(3, vec![0.75, 0.75, 0.5, 1.0]),
+        ];
+        let c = change(&two, 2).unwrap().unwrap();
+        assert_eq!((c.change.n, c.change.ci95), (2, 0.0));
+        assert!(c.to_string().contains("too few seeds to judge"), "{c}");
     }
 
     #[test]
