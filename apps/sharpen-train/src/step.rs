@@ -95,29 +95,21 @@ pub fn draw<B: Backend>(
     let batch_rows = cfg.batch_size * per_item;
     let rows_per_item = per_item * per_row;
     let eps_values = rows.slice(rng.normals(global * rows_per_item), rows_per_item);
+    let bound = cfg.trajectory.timestep_bound(train_timesteps);
     let timesteps: Vec<usize> = match cfg.method {
         Method::Standard => {
             let all: Vec<usize> = (0..global).map(|_| rng.below(1000)).collect();
             all[mine].to_vec()
         }
         Method::Autoencoder => Vec::new(),
-        // method.md section 3: one start timestep per training example (prompt).
-        Method::SharpenSft | Method::SharpenRlhf | Method::DiffusionDpo
-            if !cfg.trajectory.shared_timestep =>
-        {
-            let bound = cfg.trajectory.timestep_bound(train_timesteps);
-            let all: Vec<usize> = (0..global).map(|_| rng.below(bound)).collect();
-            all[mine.clone()].to_vec()
-        }
-        // `shared_timestep`: one for all the micro-batch's prompts; DDPO: one, drawn to keep its
-        // stream as it was.
+        // DDPO trains on its own sampling steps: one, unused, drawn to keep its stream as it was.
+        Method::Ddpo => vec![rng.below(bound)],
+        // The sharpening methods and Diffusion-DPO: one for all the micro-batch's prompts ...
+        _ if cfg.trajectory.shared_timestep => vec![rng.below(bound); mine.len()],
+        // ... or, as method.md section 3 draws it, one per training example (prompt, or pair).
         _ => {
-            let t = rng.below(cfg.trajectory.timestep_bound(train_timesteps));
-            let prompts = match cfg.method {
-                Method::SharpenSft | Method::SharpenRlhf | Method::DiffusionDpo => mine.len(),
-                _ => 1,
-            };
-            vec![t; prompts]
+            let all: Vec<usize> = (0..global).map(|_| rng.below(bound)).collect();
+            all[mine].to_vec()
         }
     };
     let pair_eps = (cfg.method == Method::DiffusionDpo).then(|| {

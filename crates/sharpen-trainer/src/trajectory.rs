@@ -166,13 +166,12 @@ pub fn rollout_with_states<B: Backend>(
         let (next, x0_hat) = ddim_next_rows(sampler, &t, stride, eps_hat, x);
         // Only the rows whose trajectory has a step k are scored.
         let active: Vec<usize> = (0..rows).filter(|&r| timesteps.active(r, k)).collect();
-        let (x0_hat, active_prompts) = if active.len() == rows {
-            (x0_hat, row_prompts.clone())
+        let scores = if active.len() == rows {
+            score_latents(decoder, reward, x0_hat, &row_prompts)?
         } else {
-            let p = active.iter().map(|&r| row_prompts[r]).collect();
-            (select_rows(x0_hat, &active), p)
+            let prompts: Vec<&str> = active.iter().map(|&r| row_prompts[r]).collect();
+            score_latents(decoder, reward, select_rows(x0_hat, &active), &prompts)?
         };
-        let scores = score_latents(decoder, reward, x0_hat, &active_prompts)?;
         for (&row, s) in active.iter().zip(scores) {
             step_rewards[row].push(s);
         }

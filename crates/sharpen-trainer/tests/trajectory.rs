@@ -252,6 +252,7 @@ fn each_prompt_starts_at_its_own_timestep() {
     let (loss, grad, winners, rollout) = sft_at(w, false, t);
     let mut expected = 0.0;
     for p in 0..2 {
+        let mut best = (f64::NEG_INFINITY, 0);
         let timesteps = trajectory_timesteps(t[p], effective_steps(t[p], 3, stride), stride);
         assert_eq!(rollout.timesteps.row(p * n), timesteps.as_slice());
         for i in 0..n {
@@ -275,10 +276,18 @@ fn each_prompt_starts_at_its_own_timestep() {
                     "row {row} step {k}: {got} vs {want}"
                 );
             }
+            let score = rewards.iter().sum::<f64>() / rewards.len() as f64;
+            if score > best.0 {
+                best = (score, row);
+            }
             if row == winners[p] {
                 expected += l / 2.0;
             }
         }
+        assert_eq!(
+            winners[p], best.1,
+            "prompt {p}: the best of its own steps' rewards"
+        );
     }
     assert!(
         (loss - expected).abs() < 1e-5 * expected.max(1.0),
