@@ -37,7 +37,9 @@ struct Args {
     /// agree with it on everything that changes the run's numbers.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The run directory (default runs/<name>): metrics.jsonl, checkpoints/, config.toml.
+    /// The run directory (default runs/<name>): metrics.jsonl, checkpoints/, config.toml. A
+    /// fresh run refuses one that holds an earlier run; the default one gives way to the next
+    /// free runs/<name>-2, -3, ...
     #[arg(long)]
     output_dir: Option<PathBuf>,
     /// Continue a run: `latest` (the newest checkpoint in the run directory) or a checkpoint
@@ -94,6 +96,11 @@ fn main() -> anyhow::Result<()> {
         .output_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    // A fresh run never writes into an earlier one (it would append to its metrics).
+    let output_dir = match args.resume {
+        Some(_) => output_dir,
+        None => resume::fresh_dir(output_dir, args.output_dir.is_some())?,
+    };
     let saved = match &args.resume {
         Some(spec) => resume::saved(&resume::checkpoint(spec, &output_dir)?, &output_dir)?,
         None => None,

@@ -145,6 +145,47 @@ pub fn check_unet(checkpoint: &Path, model: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// The files that show a run folder holds a run: a fresh run there would append to its metrics
+/// and validations and mix its checkpoints with the earlier run's.
+const RUN_FILES: [&str; 3] = ["checkpoints/latest", "metrics.jsonl", "validation.jsonl"];
+
+/// The folder a fresh run (no `--resume`) writes to. `dir` when it holds no run; when it does,
+/// the default folder (`given` false) gives way to the first of `dir-2`, `dir-3`, ... that holds
+/// none, and a folder named by `--output-dir` is refused: the earlier run is never written into.
+pub fn fresh_dir(dir: PathBuf, given: bool) -> anyhow::Result<PathBuf> {
+    let holds_run = |d: &Path| RUN_FILES.iter().map(|f| d.join(f)).find(|p| p.exists());
+    let Some(found) = holds_run(&dir) else {
+        return Ok(dir);
+    };
+    if given {
+        let way = if dir.join(RUN_FILES[0]).exists() {
+            "continue it with --resume latest, or give another --output-dir"
+        } else {
+            "it stopped before its first checkpoint, so there is nothing to resume: delete the folder or give another --output-dir"
+        };
+        anyhow::bail!(
+            "--output-dir {}: holds an earlier run ({}); {way}",
+            dir.display(),
+            found.display()
+        );
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let next = (2..)
+        .map(|k| dir.with_file_name(format!("{name}-{k}")))
+        .find(|d| holds_run(d).is_none())
+        .expect("some numbered folder is free");
+    tracing::info!(
+        earlier = %dir.display(),
+        run = %next.display(),
+        "the default run folder holds an earlier run; this run writes to the next free one (--output-dir {} --resume latest continues the earlier run)",
+        dir.display()
+    );
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +237,47 @@ mod tests {
         // One device at the per-device batch would halve the group's batch.
         one.batch_size = 8;
         assert_eq!(differences(&saved, &one).unwrap(), ["batch_size"]);
+    }
+
+    #[test]
+    fn a_fresh_run_never_writes_into_an_earlier_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shapes-sharpen");
+        // Absent or empty (a dry run's, or one that failed before training): used as it is.
+        assert_eq!(fresh_dir(dir.clone(), true).unwrap(), dir);
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        assert_eq!(fresh_dir(dir.clone(), false).unwrap(), dir);
+        for (i, file) in RUN_FILES.iter().enumerate() {
+            let run = tmp.path().join(format!("run{i}"));
+            std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+            std::fs::write(run.join(file), "").unwrap();
+            // Named by --output-dir: refused, naming the folder, what shows the run, and how
+            // to continue it (only a checkpoint can be continued).
+            let err = format!("{:#}", fresh_dir(run.clone(), true).unwrap_err());
+            let way = match i {
+                0 => "--resume latest",
+                _ => "before its first checkpoint",
+            };
+            assert!(
+                err.contains(&run.display().to_string()) && err.contains(file) && err.contains(way),
+                "{err}"
+            );
+            // The default folder: the next free numbered one.
+            assert_eq!(
+                fresh_dir(run.clone(), false).unwrap(),
+                tmp.path().join(format!("run{i}-2"))
+            );
+        }
+        std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+        std::fs::create_dir_all(tmp.path().join("shapes-sharpen-2")).unwrap();
+        assert_eq!(
+            fresh_dir(dir.clone(), false).unwrap(),
+            tmp.path().join("shapes-sharpen-2")
+        );
+        std::fs::write(tmp.path().join("shapes-sharpen-2/metrics.jsonl"), "").unwrap();
+        assert_eq!(
+            fresh_dir(dir, false).unwrap(),
+            tmp.path().join("shapes-sharpen-3")
+        );
     }
 }

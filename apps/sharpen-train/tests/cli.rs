@@ -504,6 +504,27 @@ fn dry_run_checks_and_plans_without_writing() {
 }
 
 #[test]
+fn a_fresh_run_refuses_a_folder_that_holds_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "standard", "");
+    let run = tmp.path().join("run");
+    ok(&train_in(&cfg, &run, &["--steps", "2"]));
+    let before = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    // The same command again would append a second run's metrics to the first's.
+    let out = train_in(&cfg, &run, &["--steps", "2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&run.display().to_string()) && err.contains("--resume latest"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(run.join("metrics.jsonl")).unwrap(), before);
+    // Continuing it is what the message says.
+    ok(&train_in(&cfg, &run, &["--resume", "latest"]));
+    assert_eq!(metrics(&run).len(), 4);
+}
+
+#[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "standard", "");
