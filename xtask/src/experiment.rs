@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::jobs::{cargo_run, finished, train_all};
+use crate::jobs::{cargo_run, claim, finished, start_over, train_all};
 use crate::ledger;
 use crate::page::{training_seconds, write_results};
 
@@ -84,17 +84,13 @@ const ABLATION: [usize; 4] = [1, 2, 4, 8];
 fn method_lines(row: &str) -> (&'static str, usize, String) {
     let online = "[rlhf]\nrollout_cfg = 2.0\ngeneration_steps = 10\n";
     let trajectory = |n: usize, m: usize| format!("[trajectory]\nn = {n}\nm = {m}\nstride = 40\n");
-    // The sharpening and Diffusion-DPO runs of the committed ledger drew one timestep per
-    // micro-batch (the trainer's draw before 2026-12-07); the experiment keeps that draw until
-    // they are rerun.
-    let shared = |n: usize, m: usize| format!("{}shared_timestep = true\n", trajectory(n, m));
     match row {
         "standard" => ("standard", 0, "caption_dropout = 0.1\n".into()),
-        "sharpen-sft" => ("sharpen-sft", N * M, shared(N, M)),
+        "sharpen-sft" => ("sharpen-sft", N * M, trajectory(N, M)),
         "sharpen-rlhf" => (
             "sharpen-rlhf",
             N * M,
-            format!("{}{online}reward_margin = \"outside\"\n", shared(N, M)),
+            format!("{}{online}reward_margin = \"outside\"\n", trajectory(N, M)),
         ),
         // The same, ranking by the online generations' rewards with fresh re-noising noise (not
         // the method's defaults; see configs/shapes/jpeg-rlhf.toml).
@@ -103,11 +99,11 @@ fn method_lines(row: &str) -> (&'static str, usize, String) {
             N * M,
             format!(
                 "{}{online}reward_margin = \"outside\"\nselect = \"generation\"\nrenoise = \"fresh\"\n",
-                shared(N, M)
+                trajectory(N, M)
             ),
         ),
         "ddpo" => ("ddpo", N, format!("{}{online}", trajectory(N, 1))),
-        "diffusion-dpo" => ("diffusion-dpo", N, format!("{}{online}", shared(N, 1))),
+        "diffusion-dpo" => ("diffusion-dpo", N, format!("{}{online}", trajectory(N, 1))),
         other => {
             // Ablations: "sharpen-sft n=K" or "sharpen-sft m=K".
             let (knob, k) = other
@@ -116,7 +112,7 @@ fn method_lines(row: &str) -> (&'static str, usize, String) {
                 .and_then(|(knob, k)| Some((knob, k.parse::<usize>().ok()?)))
                 .unwrap_or_else(|| panic!("unknown experiment row `{other}`"));
             let (n, m) = if knob == "n" { (k, M) } else { (N, k) };
-            ("sharpen-sft", n * m, shared(n, m))
+            ("sharpen-sft", n * m, trajectory(n, m))
         }
     }
 }
@@ -320,12 +316,15 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         o.jobs,
         &recorded,
         &|r: &Planned, log: Option<&Path>| {
+            claim(r)?;
             if !finished(r) {
                 let config = r.dir.with_extension("toml");
                 let (config, dir) = (config.to_string_lossy(), r.dir.to_string_lossy());
                 let mut args = vec!["--config", &config, "--output-dir", &dir];
                 if r.dir.join("checkpoints/latest").is_file() {
                     args.extend(["--resume", "latest"]);
+                } else {
+                    start_over(r)?;
                 }
                 cargo_run("sharpen-train", &args, log)?;
                 if !finished(r) {
@@ -435,7 +434,7 @@ mod tests {
     fn the_committed_ledger_holds_every_planned_run() {
         // The results page is rebuilt from the ledger without training only while every run the
         // default plan makes is recorded with the same config: a change to what the runs draw
-        // must keep their configs (as `shared_timestep` does) or rerun them.
+        // must keep their configs or rerun them.
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let o = options(&[]);
         let ledger = root.join(o.ledger());
@@ -449,16 +448,12 @@ mod tests {
             missing.is_empty(),
             "not in the ledger as planned: {missing:?}"
         );
-        let runs = plan(&o).unwrap();
-        for r in &runs {
+        // Every run draws its start timesteps as method.md does (one per training example): the
+        // old per-micro-batch draw is a compatibility switch, not the experiment's.
+        for r in &plan(&o).unwrap() {
             let cfg: toml::Value = toml::from_str(&r.config).unwrap();
-            let shared = cfg
-                .get("trajectory")
-                .and_then(|t| t.get("shared_timestep"))
-                .and_then(|v| v.as_bool());
-            let draws_per_prompt = ["sharpen-sft", "sharpen-rlhf", "diffusion-dpo"]
-                .contains(&cfg["method"].as_str().unwrap());
-            assert_eq!(shared, draws_per_prompt.then_some(true), "{}", r.method);
+            let shared = cfg.get("trajectory").and_then(|t| t.get("shared_timestep"));
+            assert_eq!(shared, None, "{}", r.method);
         }
     }
 

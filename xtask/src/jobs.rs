@@ -39,6 +39,44 @@ pub fn finished(r: &Planned) -> bool {
     r.dir.join("pipeline/model_index.json").is_file()
 }
 
+/// The planned config a run folder trains, written into it before its first training.
+pub const CLAIM: &str = "experiment.toml";
+
+/// Makes `r.dir` the folder of `r`'s config: a folder with no training in it is claimed (its
+/// config written to [`CLAIM`]); one claimed by the same config is kept, to resume or record.
+/// A folder that holds training of another config, or of an unknown one, is refused: resuming
+/// or recording it would file the wrong run under the plan's config.
+pub fn claim(r: &Planned) -> anyhow::Result<()> {
+    let marker = r.dir.join(CLAIM);
+    let settings = |text: &str| text.parse::<toml::Table>().ok();
+    match std::fs::read_to_string(&marker) {
+        Ok(text) if settings(&text).is_some() && settings(&text) == settings(&r.config) => Ok(()),
+        Ok(_) => bail!(
+            "{} holds a run of another config than the plan's (see {}); move the folder away or delete it to train the planned run",
+            r.dir.display(),
+            marker.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let trained = ["metrics.jsonl", "checkpoints/latest", "pipeline/model_index.json"]
+                .iter()
+                .find(|f| r.dir.join(f).exists());
+            if let Some(f) = trained {
+                bail!(
+                    "{} holds training ({f}) but no {CLAIM}, so its config is unknown (an older experiment command made it); move the folder away or delete it to train the planned run",
+                    r.dir.display()
+                );
+            }
+            std::fs::create_dir_all(&r.dir)
+                .with_context(|| format!("creating {}", r.dir.display()))?;
+            let tmp = marker.with_extension("tmp");
+            std::fs::write(&tmp, &r.config)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &marker).with_context(|| format!("writing {}", marker.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", marker.display())),
+    }
+}
+
 /// Runs `train` on every run that is not `done`, `jobs` at a time in plan order. After a
 /// failure no new run starts; the ones under way finish, and every failure is reported.
 pub fn train_all(
@@ -106,10 +144,75 @@ pub fn train_all(
     }
 }
 
+/// Clears what a claimed run that stopped before its first checkpoint wrote (its metrics and
+/// validations: nothing to resume from), so that it starts over; sharpen-train refuses to start
+/// a run in a folder that holds them.
+pub fn start_over(r: &Planned) -> anyhow::Result<()> {
+    for f in ["metrics.jsonl", "validation.jsonl"] {
+        match std::fs::remove_file(r.dir.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", r.dir.join(f).display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::experiment::{options, plan};
+
+    #[test]
+    fn a_run_folder_trains_only_the_config_that_claimed_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().to_string_lossy().into_owned();
+        let runs = plan(&options(&["--out", &out, "--seeds", "1", "--no-ablations"])).unwrap();
+        let r = &runs[0];
+        claim(r).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(r.dir.join(CLAIM)).unwrap(),
+            r.config
+        );
+        // Training under way, then the same plan again: kept, to resume.
+        std::fs::create_dir_all(r.dir.join("checkpoints")).unwrap();
+        std::fs::write(r.dir.join("checkpoints/latest"), "step-5").unwrap();
+        claim(r).unwrap();
+        // The plan's config changed (the same TOML written differently is the same config).
+        let mut respaced = r.clone();
+        respaced.config = r.config.replace(" = ", "=");
+        claim(&respaced).unwrap();
+        let mut changed = r.clone();
+        changed.config = r.config.replace("seed = 0", "seed = 7");
+        assert_ne!(changed.config, r.config);
+        let err = format!("{:#}", claim(&changed).unwrap_err());
+        assert!(err.contains("another config") && err.contains(&r.dir.display().to_string()));
+        // A trained folder without a claim (an older experiment command's) is refused, and an
+        // empty one (a dry run's) is claimed.
+        let old = &runs[1];
+        std::fs::create_dir_all(old.dir.join("pipeline")).unwrap();
+        std::fs::write(old.dir.join("pipeline/model_index.json"), "{}").unwrap();
+        let err = format!("{:#}", claim(old).unwrap_err());
+        assert!(
+            err.contains("pipeline/model_index.json") && err.contains("unknown"),
+            "{err}"
+        );
+        assert!(!old.dir.join(CLAIM).exists());
+        std::fs::create_dir_all(&runs[2].dir).unwrap();
+        claim(&runs[2]).unwrap();
+        assert!(runs[2].dir.join(CLAIM).is_file());
+        // A claimed run stopped before its first checkpoint starts over: its metrics go, its
+        // claim stays.
+        std::fs::write(runs[2].dir.join("metrics.jsonl"), "{}").unwrap();
+        std::fs::write(runs[2].dir.join("validation.jsonl"), "{}").unwrap();
+        claim(&runs[2]).unwrap();
+        start_over(&runs[2]).unwrap();
+        assert!(!runs[2].dir.join("metrics.jsonl").exists());
+        assert!(!runs[2].dir.join("validation.jsonl").exists());
+        assert!(runs[2].dir.join(CLAIM).is_file());
+        start_over(&runs[2]).unwrap();
+    }
 
     #[test]
     fn runs_train_once_each_jobs_at_a_time_and_a_failure_stops_new_ones() {
