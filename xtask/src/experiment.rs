@@ -76,6 +76,14 @@ pub struct Planned {
     pub config: String,
 }
 
+impl Planned {
+    /// `text` is this run's config: the same settings (comments and layout may differ).
+    pub fn is_config(&self, text: &str) -> bool {
+        let settings = |t: &str| t.parse::<toml::Table>().ok();
+        settings(text).is_some_and(|c| Some(c) == settings(&self.config))
+    }
+}
+
 const N: usize = 3;
 const M: usize = 3;
 const ABLATION: [usize; 4] = [1, 2, 4, 8];

@@ -48,9 +48,8 @@ pub const CLAIM: &str = "experiment.toml";
 /// or recording it would file the wrong run under the plan's config.
 pub fn claim(r: &Planned) -> anyhow::Result<()> {
     let marker = r.dir.join(CLAIM);
-    let settings = |text: &str| text.parse::<toml::Table>().ok();
     match std::fs::read_to_string(&marker) {
-        Ok(text) if settings(&text).is_some() && settings(&text) == settings(&r.config) => Ok(()),
+        Ok(text) if r.is_config(&text) => Ok(()),
         Ok(_) => bail!(
             "{} holds a run of another config than the plan's (see {}); move the folder away or delete it to train the planned run",
             r.dir.display(),

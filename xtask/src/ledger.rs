@@ -29,11 +29,7 @@ pub fn scores(ledger: &Path) -> PathBuf {
 /// `r` has a finished entry made with the same config (the same settings; comments may differ).
 pub fn recorded(ledger: &Path, r: &Planned) -> bool {
     let dir = entry(ledger, r);
-    let settings = |text: &str| text.parse::<toml::Table>().ok();
-    let same = std::fs::read_to_string(dir.join("config.toml"))
-        .ok()
-        .and_then(|c| settings(&c))
-        .is_some_and(|c| Some(c) == settings(&r.config));
+    let same = std::fs::read_to_string(dir.join("config.toml")).is_ok_and(|c| r.is_config(&c));
     same && COPIED.iter().all(|f| dir.join(f).is_file()) && dir.join("compare.json").is_file()
 }
 
