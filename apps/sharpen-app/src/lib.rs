@@ -1,5 +1,6 @@
 //! Shared by the `sharpen-*` binaries: which burn backend and device a run uses, logging setup,
-//! PNG line charts, folder copies, means with confidence intervals and ordered parallel maps.
+//! PNG line charts, folder copies, means with confidence intervals, ordered parallel maps and a
+//! run's `validation.jsonl`.
 //!
 //! Architecture Invariant: this crate and the apps are the only places that name a backend type.
 //! Libraries stay generic over `B: Backend`.
@@ -10,6 +11,7 @@ mod logging;
 pub mod par;
 pub mod plot;
 pub mod stats;
+pub mod validation;
 
 #[cfg(feature = "cuda-untuned")]
 pub use device::CudaBackend;

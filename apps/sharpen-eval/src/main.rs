@@ -8,6 +8,7 @@ mod compare;
 mod ledger;
 mod paired;
 mod parallel;
+mod runs;
 mod score;
 mod shapes;
 
@@ -43,6 +44,11 @@ enum Job {
     /// the same prompts and noise: a table with 95% CIs over seeds, best-of-N optional, and
     /// reward vs NFEs.
     Bench(bench::BenchArgs),
+    /// Training runs side by side on their validation samples (no generation): each run's
+    /// validation reward from its first validation to its last, and each run minus the first
+    /// run, paired seed by seed, with 95% CIs over seeds. The runs must share their validation
+    /// settings.
+    Runs(runs::RunsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +57,8 @@ fn main() -> anyhow::Result<()> {
     let device = resolve_device(args.device);
     tracing::info!("device: {}", device.describe());
     match (&args.job, device) {
+        // Reads run folders only: no model, so no device.
+        (Job::Runs(a), _) => runs::run(a),
         (Job::Shapes(a), ResolvedDevice::Cpu) => {
             shapes::run::<sharpen_app::CpuBackend>(a, Default::default())
         }

@@ -376,3 +376,52 @@ fn the_shipped_model_scores_as_its_committed_ledger_record() {
     assert_eq!(one["images_per_seed"], 12);
     assert!((one["partial_credit"]["mean"].as_f64().unwrap() - 49.0 / 72.0).abs() < 1e-9);
 }
+
+#[test]
+fn runs_pairs_the_committed_ledger_runs_seed_by_seed() {
+    let ledger = "docs/results/shapes/ledger/runs";
+    let runs = [
+        format!("{ledger}/standard-s0"),
+        format!("{ledger}/sharpen-sft-s0"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("runs.json");
+    let run = eval(&["runs", &runs[0], &runs[1], "--json", json.to_str().unwrap()]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    // The ledger's runs validate 8 prompts on 2 seeds: too few for a verdict.
+    assert!(stdout.contains("2 seeds x 8 prompts"), "{stdout}");
+    assert!(stdout.contains("too few seeds to judge"), "{stdout}");
+    // Worked out here from the files: each run's last validation, and the difference of the
+    // per-seed means (the mean of per-seed differences).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let last = |run: &str| -> Vec<f64> {
+        let text = std::fs::read_to_string(root.join(run).join("validation.jsonl")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        line["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (last(&runs[0]), last(&runs[1]));
+    assert_eq!(a.len(), 16);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!((rows[0]["reward"].as_f64().unwrap() - mean(&a)).abs() < 1e-12);
+    assert!((rows[1]["reward"].as_f64().unwrap() - mean(&b)).abs() < 1e-12);
+    let d = &rows[1]["minus_reference"];
+    assert!((d["mean"].as_f64().unwrap() - (mean(&b) - mean(&a))).abs() < 1e-12);
+    assert_eq!(d["n"], 2);
+    // Both started from the shipped model on the same samples.
+    assert_eq!(rows[1]["same_start"], true);
+    assert!(rows[0]["minus_reference"].is_null());
+}

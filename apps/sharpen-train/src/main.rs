@@ -16,7 +16,6 @@ mod samples;
 mod sections;
 mod setup;
 mod step;
-mod validation;
 
 use std::path::PathBuf;
 

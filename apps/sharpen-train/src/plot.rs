@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use sharpen_app::plot::{panel, Axes, Canvas, Series, BLUE, GREEN, ORANGE, PURPLE, RED};
 
-use crate::validation::Validation;
+use sharpen_app::validation::Validation;
 
 const W: usize = 720;
 const PANEL_H: usize = 260;
@@ -83,7 +83,7 @@ pub fn write_plot(
     if !validated.is_empty() {
         // Its own scale magnifies hundredths: the title says how far it moved, and how surely.
         // Never fatal here: the end of the run reports the same error.
-        let change = crate::validation::change(validations, prompts)
+        let change = sharpen_app::validation::change(validations, prompts)
             .ok()
             .flatten();
         let title = validation_title(change.as_ref());
@@ -100,7 +100,7 @@ pub fn write_plot(
 
 /// The validation panel's title (the plot's font is ASCII): the paired change since the first
 /// validation with its 95% interval, when there are two validations of whole rows.
-fn validation_title(change: Option<&crate::validation::Change>) -> String {
+fn validation_title(change: Option<&sharpen_app::validation::Change>) -> String {
     match change {
         Some(c) => format!(
             "validation: {:+.3} +- {:.3} (95% ci, {} seeds)",
@@ -125,8 +125,8 @@ mod tests {
             "{\"step\":0,\"reward_mean\":0.4,\"scores\":[0.5,0.25,0.5]}\n{\"step\":9,\"reward_mean\":0.6,\"scores\":[0.75,0.5,0.5]}\n",
         )
         .unwrap();
-        let rows = crate::validation::read(&path).unwrap();
-        let change = crate::validation::change(&rows, 1).unwrap().unwrap();
+        let rows = sharpen_app::validation::read(&path).unwrap();
+        let change = sharpen_app::validation::change(&rows, 1).unwrap().unwrap();
         let title = validation_title(Some(&change));
         assert!(title.starts_with("validation: +0.167 +- "), "{title}");
         assert!(title.ends_with("(95% ci, 3 seeds)"), "{title}");

@@ -166,7 +166,7 @@ pub fn run<B: AutodiffBackend>(
             step,
         )?
         .expect("scored with the run's reward");
-        let validation = crate::validation::Validation::new(step, scores);
+        let validation = sharpen_app::validation::Validation::new(step, scores);
         tracing::info!(
             step,
             reward_mean = validation.reward_mean,
@@ -384,8 +384,8 @@ pub fn run<B: AutodiffBackend>(
         eprintln!("{report}");
     }
     let validations = run.validation_path();
-    let rows = crate::validation::read(&validations)?;
-    if let Some(change) = crate::validation::change(&rows, validation_prompts.len())
+    let rows = sharpen_app::validation::read(&validations)?;
+    if let Some(change) = sharpen_app::validation::change(&rows, validation_prompts.len())
         .with_context(|| format!("the paired change in {}", validations.display()))?
     {
         eprintln!("{change}");

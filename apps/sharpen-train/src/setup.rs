@@ -229,7 +229,7 @@ pub fn autoencoder_loss<B: AutodiffBackend>(
 /// Redraws `metrics.png` (validation rows of `prompts` scores); a failure is logged, never fatal.
 pub fn plot(run: &RunDir, prompts: usize) {
     let out = run.root.join("metrics.png");
-    let drawn = crate::validation::read(&run.validation_path()).and_then(|validations| {
+    let drawn = sharpen_app::validation::read(&run.validation_path()).and_then(|validations| {
         crate::plot::write_plot(&run.metrics_path(), &validations, prompts, &out)
     });
     if let Err(e) = drawn {

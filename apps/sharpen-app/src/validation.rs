@@ -5,8 +5,8 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::stats::{mean_ci, MeanCi};
 use anyhow::Context;
-use sharpen_app::stats::{mean_ci, MeanCi};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Change {
@@ -20,19 +20,24 @@ pub struct Change {
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Two seeds whose changes happen to be equal give an interval of zero width: no verdict
-        // comes from fewer than three.
-        let verdict = match self.change.mean.abs() > self.change.ci95 {
-            _ if self.change.n < 3 => "too few seeds to judge",
-            true if self.change.mean > 0.0 => "a resolved rise",
-            true => "a resolved fall",
-            false => "within the seeds' noise",
-        };
+        let verdict = verdict(&self.change, ["a resolved rise", "a resolved fall"]);
         write!(
             f,
             "validation reward {:.3} at step {} -> {:.3} at step {}: paired change {:+.3} ± {:.3} (95% CI over {} seeds; {verdict})",
             self.first, self.from_step, self.last, self.to_step, self.change.mean, self.change.ci95, self.change.n
         )
+    }
+}
+
+/// What an interval over seeds says of its mean: `resolved[0]` above zero, `resolved[1]` below,
+/// or "within the seeds' noise". Two seeds whose differences happen to be equal give an interval
+/// of zero width, so no verdict comes from fewer than three.
+pub fn verdict<'a>(m: &MeanCi, resolved: [&'a str; 2]) -> &'a str {
+    match m.mean.abs() > m.ci95 {
+        _ if m.n < 3 => "too few seeds to judge",
+        true if m.mean > 0.0 => resolved[0],
+        true => resolved[1],
+        false => "within the seeds' noise",
     }
 }
 
@@ -49,14 +54,20 @@ pub struct Validation {
 }
 
 impl Validation {
+    /// The mean of the scores (a NaN score makes it NaN, as in `reward_mean`).
+    pub fn mean(&self) -> f64 {
+        self.scores.iter().sum::<f64>() / self.scores.len() as f64
+    }
+
     /// The validation of `scores` at `step`, with their mean.
     pub fn new(step: usize, scores: Vec<f64>) -> Self {
-        let reward_mean = scores.iter().sum::<f64>() / scores.len() as f64;
-        Self {
+        let mut v = Self {
             step,
-            reward_mean,
+            reward_mean: f64::NAN,
             scores,
-        }
+        };
+        v.reward_mean = v.mean();
+        v
     }
 }
 
@@ -88,6 +99,27 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Validation>> {
         .collect()
 }
 
+/// `to` minus `from`, seed by seed: both validations hold the same whole number of seed-major rows
+/// of `prompts` scores, and each row (one seed, its prompts averaged) is one repeat. The scores
+/// may come from two steps of one run or from two runs validated on the same prompts and seeds.
+pub fn paired(from: &Validation, to: &Validation, prompts: usize) -> anyhow::Result<MeanCi> {
+    let n = from.scores.len();
+    if prompts == 0 || n == 0 || !n.is_multiple_of(prompts) || to.scores.len() != n {
+        anyhow::bail!(
+            "{} and {} scores, not the same whole number of rows of {prompts} prompts",
+            n,
+            to.scores.len()
+        );
+    }
+    let per_seed: Vec<f64> = from
+        .scores
+        .chunks(prompts)
+        .zip(to.scores.chunks(prompts))
+        .map(|(a, b)| b.iter().zip(a).map(|(b, a)| b - a).sum::<f64>() / prompts as f64)
+        .collect();
+    Ok(mean_ci(&per_seed))
+}
+
 /// The change between the first and the last of `rows` (rows of `prompts` scores). `None` with
 /// fewer than two validations.
 pub fn change(rows: &[Validation], prompts: usize) -> anyhow::Result<Option<Change>> {
@@ -100,29 +132,14 @@ pub fn change(rows: &[Validation], prompts: usize) -> anyhow::Result<Option<Chan
     if first.step == last.step {
         return Ok(None);
     }
-    let n = first.scores.len();
-    if prompts == 0 || n == 0 || n % prompts != 0 || last.scores.len() != n {
-        anyhow::bail!(
-            "steps {} and {} have {} and {} scores, not the same whole number of rows of {prompts} prompts",
-            first.step,
-            last.step,
-            n,
-            last.scores.len()
-        );
-    }
-    let per_seed: Vec<f64> = first
-        .scores
-        .chunks(prompts)
-        .zip(last.scores.chunks(prompts))
-        .map(|(a, b)| b.iter().zip(a).map(|(b, a)| b - a).sum::<f64>() / prompts as f64)
-        .collect();
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let change = paired(first, last, prompts)
+        .with_context(|| format!("steps {} and {}", first.step, last.step))?;
     Ok(Some(Change {
         from_step: first.step,
         to_step: last.step,
-        first: mean(&first.scores),
-        last: mean(&last.scores),
-        change: mean_ci(&per_seed),
+        first: first.mean(),
+        last: last.mean(),
+        change,
     }))
 }
 
@@ -156,9 +173,11 @@ mod tests {
         // One prompt per row pairs every score: 6 repeats.
         assert_eq!(change(&rows, 1).unwrap().unwrap().change.n, 6);
         // Rows that do not divide into the prompts are named, not guessed.
-        let err = change(&rows, 4).unwrap_err().to_string();
+        let err = format!("{:#}", change(&rows, 4).unwrap_err());
         assert!(
-            err.contains("6 scores") && err.contains("4 prompts"),
+            err.contains("steps 0 and 100")
+                && err.contains("6 scores")
+                && err.contains("4 prompts"),
             "{err}"
         );
         // A single validation has no change.
