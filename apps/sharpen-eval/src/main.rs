@@ -11,6 +11,7 @@ mod parallel;
 mod runs;
 mod score;
 mod shapes;
+mod steps;
 
 use clap::{Parser, Subcommand};
 use sharpen_app::{init_logging, resolve_device, DeviceArg, ResolvedDevice};

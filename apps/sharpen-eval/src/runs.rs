@@ -21,6 +21,13 @@ pub struct RunsArgs {
     /// run's last.
     #[arg(long)]
     step: Option<usize>,
+    /// Also pair the runs' training metrics (metrics.jsonl: the loss, and the training reward
+    /// where the method scores one) step by step against the first run, in windows of this many
+    /// steps. Runs with the same seed, data, batch, devices and trajectory settings draw the same
+    /// images, timesteps and noise, so against a frozen control (the same config at lr 1e-20)
+    /// the difference is what training changed.
+    #[arg(long, value_name = "WINDOW")]
+    training: Option<usize>,
     /// Also write the table as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -62,6 +69,9 @@ pub struct RunsTable {
     pub seeds: usize,
     pub prompts: usize,
     pub rows: Vec<RunRow>,
+    /// With `--training`: the training metrics paired step by step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<crate::steps::StepTable>,
 }
 
 /// One run folder: its config (as TOML) and its validations.
@@ -177,8 +187,13 @@ fn show(v: Option<&toml::Value>) -> String {
     v.map_or("unset".into(), |v| v.to_string())
 }
 
-/// The table for `dirs` (the first is the reference).
-pub fn table(dirs: &[PathBuf], step: Option<usize>) -> anyhow::Result<RunsTable> {
+/// The table for `dirs` (the first is the reference); with `training`, the training metrics in
+/// windows of that many steps.
+pub fn table(
+    dirs: &[PathBuf],
+    step: Option<usize>,
+    training: Option<usize>,
+) -> anyhow::Result<RunsTable> {
     let runs = dirs
         .iter()
         .map(|d| Run::open(d))
@@ -242,11 +257,19 @@ pub fn table(dirs: &[PathBuf], step: Option<usize>) -> anyhow::Result<RunsTable>
             same_start: first.scores == reference.first().scores,
         });
     }
+    let training = training
+        .map(|w| {
+            let configs: Vec<(&Path, &toml::Table)> =
+                runs.iter().map(|r| (r.dir.as_path(), &r.config)).collect();
+            crate::steps::table(&configs, w)
+        })
+        .transpose()?;
     Ok(RunsTable {
         reference: reference.name(),
         seeds,
         prompts,
         rows,
+        training,
     })
 }
 
@@ -295,12 +318,15 @@ impl RunsTable {
                 apart.join(", ")
             ));
         }
+        if let Some(t) = &self.training {
+            out.push_str(&t.markdown(&self.reference));
+        }
         out
     }
 }
 
 pub fn run(args: &RunsArgs) -> anyhow::Result<()> {
-    let table = table(&args.runs, args.step)?;
+    let table = table(&args.runs, args.step, args.training)?;
     if let Some(path) = &args.json {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&table)?)
@@ -370,7 +396,7 @@ batch_size = 16
             CONFIG,
             &[(0, &START), (100, &[0.7, 0.7, 0.3, 1.3, 0.5, 1.0])],
         );
-        let t = table(&[a.clone(), b.clone()], None).unwrap();
+        let t = table(&[a.clone(), b.clone()], None, None).unwrap();
         assert_eq!((t.seeds, t.prompts), (3, 2));
         assert_eq!(t.reference, a.display().to_string());
         let ci = 4.303 * 0.025 / 3f64.sqrt();
@@ -399,20 +425,20 @@ batch_size = 16
         // `--step 50`: only a has it.
         let err = format!(
             "{:#}",
-            table(&[a.clone(), b.clone()], Some(50)).unwrap_err()
+            table(&[a.clone(), b.clone()], Some(50), None).unwrap_err()
         );
         assert!(
             err.contains("b: no validation at step 50 (it has steps 0, 100)"),
             "{err}"
         );
         // At step 0 nothing has changed and nothing differs.
-        let t0 = table(&[a.clone(), b.clone()], Some(0)).unwrap();
+        let t0 = table(&[a.clone(), b.clone()], Some(0), None).unwrap();
         assert!(t0.rows[0].change.is_none());
         assert_eq!(t0.rows[1].minus_reference.unwrap().mean, 0.0);
 
         // A run from another model: paired all the same, and said.
         let c = run_dir(tmp.path(), "c", CONFIG, &[(0, &[0.5; 6]), (10, &[0.5; 6])]);
-        let tc = table(&[a.clone(), c.clone()], None).unwrap();
+        let tc = table(&[a.clone(), c.clone()], None, None).unwrap();
         assert!(!tc.rows[1].same_start);
         assert!((tc.rows[1].minus_reference.unwrap().mean - -0.125).abs() < 1e-12);
         let md = tc.markdown();
@@ -422,7 +448,7 @@ batch_size = 16
             "{md}"
         );
         // One run alone: its own change.
-        assert_eq!(table(&[b], None).unwrap().rows.len(), 1);
+        assert_eq!(table(&[b], None, None).unwrap().rows.len(), 1);
     }
 
     #[test]
@@ -432,7 +458,7 @@ batch_size = 16
         let a = run_dir(tmp.path(), "a", CONFIG, lines);
         let refused = |name: &str, config: &str| {
             let other = run_dir(tmp.path(), name, config, lines);
-            format!("{:#}", table(&[a.clone(), other], None).unwrap_err())
+            format!("{:#}", table(&[a.clone(), other], None, None).unwrap_err())
         };
         let err = refused("seed", &CONFIG.replace("seed = 1234", "seed = 7"));
         assert!(
@@ -452,7 +478,7 @@ batch_size = 16
             &CONFIG.replace("\"standard\"", "\"sharpen-sft\""),
             lines,
         );
-        assert!(table(&[a.clone(), same], None).is_ok());
+        assert!(table(&[a.clone(), same], None, None).is_ok());
         // Prompts drawn from the data: the data's settings must agree too.
         let drawn = CONFIG.replace(
             "prompts = [\"a red circle\", \"a blue square\"]",
@@ -465,23 +491,26 @@ batch_size = 16
             &drawn.replace("kind = \"shapes\"", "kind = \"shapes\"\nseed = 3"),
             lines,
         );
-        let err = format!("{:#}", table(&[d1, d2], None).unwrap_err());
+        let err = format!("{:#}", table(&[d1, d2], None, None).unwrap_err());
         assert!(
             err.contains("[data] (the validation prompts come from it)"),
             "{err}"
         );
 
         // Not a run folder, no validations, scores that do not divide into the seeds.
-        let err = format!("{:#}", table(&[tmp.path().join("none")], None).unwrap_err());
+        let err = format!(
+            "{:#}",
+            table(&[tmp.path().join("none")], None, None).unwrap_err()
+        );
         assert!(
             err.contains("none/config.toml (is this a sharpen-train run folder?)"),
             "{err}"
         );
         let empty = run_dir(tmp.path(), "empty", CONFIG, &[]);
-        let err = format!("{:#}", table(&[empty], None).unwrap_err());
+        let err = format!("{:#}", table(&[empty], None, None).unwrap_err());
         assert!(err.contains("no validations in validation.jsonl"), "{err}");
         let odd = run_dir(tmp.path(), "odd", CONFIG, &[(0, &[0.5; 4])]);
-        let err = format!("{:#}", table(&[odd], None).unwrap_err());
+        let err = format!("{:#}", table(&[odd], None, None).unwrap_err());
         assert!(
             err.contains("4 scores per validation do not divide into [validation] seeds = 3"),
             "{err}"

@@ -386,7 +386,15 @@ fn runs_pairs_the_committed_ledger_runs_seed_by_seed() {
     ];
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("runs.json");
-    let run = eval(&["runs", &runs[0], &runs[1], "--json", json.to_str().unwrap()]);
+    let run = eval(&[
+        "runs",
+        &runs[0],
+        &runs[1],
+        "--json",
+        json.to_str().unwrap(),
+        "--training",
+        "25",
+    ]);
     assert!(
         run.status.success(),
         "{}",
@@ -424,4 +432,14 @@ fn runs_pairs_the_committed_ledger_runs_seed_by_seed() {
     // Both started from the shipped model on the same samples.
     assert_eq!(rows[1]["same_start"], true);
     assert!(rows[0]["minus_reference"].is_null());
+    // The training metrics: 60 steps in windows of 25, 25 and 10; standard scores no training
+    // reward, and the two methods' trajectory settings differ, which is said.
+    let windows = table["training"]["rows"].as_array().unwrap();
+    let sizes: Vec<u64> = windows
+        .iter()
+        .map(|w| w["loss"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [25, 25, 10]);
+    assert!(windows.iter().all(|w| w["reward"].is_null()));
+    assert!(stdout.contains("sharpen-sft-s0 (trajectory)"), "{stdout}");
 }
