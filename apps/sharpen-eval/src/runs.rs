@@ -328,10 +328,7 @@ impl RunsTable {
 pub fn run(args: &RunsArgs) -> anyhow::Result<()> {
     let table = table(&args.runs, args.step, args.training)?;
     if let Some(path) = &args.json {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&table)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        crate::shapes::write(path, &serde_json::to_string_pretty(&table)?)?;
     }
     print!("{}", table.markdown());
     Ok(())

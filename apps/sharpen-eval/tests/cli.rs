@@ -385,7 +385,7 @@ fn runs_pairs_the_committed_ledger_runs_seed_by_seed() {
         format!("{ledger}/sharpen-sft-s0"),
     ];
     let tmp = tempfile::tempdir().unwrap();
-    let json = tmp.path().join("runs.json");
+    let json = tmp.path().join("out/runs.json");
     let run = eval(&[
         "runs",
         &runs[0],
