@@ -228,14 +228,14 @@ pub fn table(
     let prompts = scores / seeds;
     let reference_at = reference.at(step)?;
     let mut rows = Vec::new();
-    for run in &runs {
+    for (i, run) in runs.iter().enumerate() {
         let first = run.first();
         let at = run.at(step)?;
         let change = (at.step != first.step)
             .then(|| paired(first, at, prompts))
             .transpose()
             .with_context(|| format!("{}: steps {} and {}", run.name(), first.step, at.step))?;
-        let minus_reference = (!std::ptr::eq(run, reference))
+        let minus_reference = (i > 0)
             .then(|| paired(reference_at, at, prompts))
             .transpose()
             .with_context(|| {
