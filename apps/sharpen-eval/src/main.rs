@@ -4,6 +4,7 @@
 //! T2I-CompBench style) scored by rewards of the zoo.
 
 mod bench;
+mod checks;
 mod compare;
 mod ledger;
 mod paired;

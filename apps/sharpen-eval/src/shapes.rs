@@ -1,7 +1,7 @@
 //! `sharpen-eval shapes`: a shapes-world model on one split's prompts, scored by the compositional
 //! scorer: all-correct accuracy and mean partial credit, for single objects, pairs and overall,
-//! as the mean and 95% confidence interval over seeds (each seed draws new initial noise for the
-//! same prompts).
+//! and each of the scorer's checks on its own, as the mean and 95% confidence interval over seeds
+//! (each seed draws new initial noise for the same prompts).
 
 use std::path::{Path, PathBuf};
 
@@ -9,12 +9,14 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use shapes_world::{ShapesWorld, Split};
+use shapes_world::{Checks, ShapesWorld, Split};
 use sharpen_pipeline::{candidate_seed, GenerateOptions, SdxlPipeline};
 use sharpen_schedulers::SamplerKind;
 use sharpen_weights::LoadOptions;
 
 use sharpen_app::stats::{mean_ci, MeanCi};
+
+use crate::checks::{self, CheckRow, CheckTally};
 
 #[derive(Debug, clap::Args)]
 pub struct ShapesArgs {
@@ -27,6 +29,10 @@ pub struct ShapesArgs {
     /// Prompts drawn from the split.
     #[arg(long, default_value_t = 64)]
     pub prompts: usize,
+    /// Score these captions of the world instead of the split's (repeat the flag for each; e.g.
+    /// the prompts a run trained and validated on).
+    #[arg(long, conflicts_with_all = ["split", "prompts", "prompt_seed"])]
+    pub caption: Vec<String>,
     /// Seed of the prompt draw.
     #[arg(long, default_value_t = 0)]
     pub prompt_seed: u64,
@@ -100,6 +106,9 @@ struct Row {
     images_per_seed: usize,
     all_correct: MeanCi,
     partial_credit: MeanCi,
+    /// Each seed's mean partial credit, in seed order: two models scored with the same prompts
+    /// and seeds pair seed by seed.
+    partial_credit_per_seed: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +123,8 @@ struct Report {
     best_of: usize,
     nfe_per_image: usize,
     rows: Vec<Row>,
+    /// The kept images' checks one by one.
+    checks: Vec<CheckRow>,
 }
 
 /// What every evaluated image shares: the prompts and how images are sampled.
@@ -156,6 +167,27 @@ pub fn score_candidates<B: Backend>(
     candidates: usize,
     bar: &ProgressBar,
 ) -> anyhow::Result<Vec<Vec<Vec<shapes_world::ShapesScore>>>> {
+    judge_candidates(
+        pipe,
+        setup,
+        scenes,
+        seeds,
+        candidates,
+        bar,
+        |rgb, caption| shapes_world::score(rgb, setup.resolution, caption),
+    )
+}
+
+/// The images of [`score_candidates`], each judged by `judge(rgb8, caption)`.
+pub fn judge_candidates<B: Backend, T: Send>(
+    pipe: &SdxlPipeline<B>,
+    setup: &Setup,
+    scenes: &[shapes_world::Scene],
+    seeds: u64,
+    candidates: usize,
+    bar: &ProgressBar,
+    judge: impl Fn(&[u8], &str) -> T + Sync,
+) -> anyhow::Result<Vec<Vec<Vec<T>>>> {
     let sampler = SamplerKind::parse(&setup.sampler)
         .with_context(|| format!("unknown sampler `{}`", setup.sampler))?;
     anyhow::ensure!(
@@ -186,7 +218,7 @@ pub fn score_candidates<B: Backend>(
         Ok(images
             .iter()
             .zip(&refs)
-            .map(|(rgb, caption)| shapes_world::score(rgb, setup.resolution, caption))
+            .map(|(rgb, caption)| judge(rgb, caption))
             .collect::<Vec<_>>())
     })?;
     // Back to [seed][candidate][prompt].
@@ -210,20 +242,39 @@ pub fn best_of_tally(
 ) -> Tally {
     let mut tally = Tally::default();
     for (p, scene) in scenes.iter().enumerate() {
-        let best = candidates[..n]
-            .iter()
-            .map(|c| c[p])
-            .reduce(|best, s| if s.partial > best.partial { s } else { best })
-            .expect("at least one candidate");
-        tally.add(scene.second.is_some(), best);
+        tally.add(
+            scene.second.is_some(),
+            candidates[best_of(candidates, p, n)][p],
+        );
     }
     tally
 }
 
+/// Which of the first `n` candidates of prompt `p` the verifier keeps: the highest partial
+/// credit, the earliest on a tie.
+pub fn best_of(candidates: &[Vec<shapes_world::ShapesScore>], p: usize, n: usize) -> usize {
+    (1..n).fold(0, |best, k| {
+        if candidates[k][p].partial > candidates[best][p].partial {
+            k
+        } else {
+            best
+        }
+    })
+}
+
 pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<()> {
+    let listed = !args.caption.is_empty();
     let setup = Setup {
-        split: args.split.clone(),
-        prompts: args.prompts,
+        split: if listed {
+            "listed".into()
+        } else {
+            args.split.clone()
+        },
+        prompts: if listed {
+            args.caption.len()
+        } else {
+            args.prompts
+        },
         prompt_seed: args.prompt_seed,
         sampler: args.sampler.clone(),
         steps: args.steps,
@@ -231,21 +282,63 @@ pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<(
         resolution: args.resolution,
         batch_size: args.batch_size,
     };
-    let scenes = setup.scenes()?;
+    let scenes = if listed {
+        args.caption
+            .iter()
+            .map(|c| {
+                shapes_world::Scene::parse(c).with_context(|| {
+                    format!("--caption `{c}` is not a shapes-world caption (\"a red circle\", \"a red circle above a blue square\")")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        setup.scenes()?
+    };
     let pipe = SdxlPipeline::<B>::load(&args.model, &LoadOptions::default(), &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let bar = progress(args.seeds * (args.prompts * args.best_of) as u64);
-    let scores = score_candidates(&pipe, &setup, &scenes, args.seeds, args.best_of, &bar)?;
+    let bar = progress(args.seeds * (setup.prompts * args.best_of) as u64);
+    let checks = judge_candidates(
+        &pipe,
+        &setup,
+        &scenes,
+        args.seeds,
+        args.best_of,
+        &bar,
+        |rgb, caption| {
+            shapes_world::checks(rgb, setup.resolution, caption)
+                .expect("the split's captions are the world's")
+        },
+    )?;
     bar.finish_and_clear();
+    let scores: Vec<Vec<Vec<shapes_world::ShapesScore>>> = checks
+        .iter()
+        .map(|seed| {
+            seed.iter()
+                .map(|candidate| candidate.iter().map(Checks::score).collect())
+                .collect()
+        })
+        .collect();
     let tallies: Vec<Tally> = scores
         .iter()
         .map(|seed| best_of_tally(&scenes, seed, args.best_of))
+        .collect();
+    // The same kept images, check by check.
+    let check_tallies: Vec<CheckTally> = checks
+        .iter()
+        .zip(&scores)
+        .map(|(seed_checks, seed_scores)| {
+            let mut tally = CheckTally::default();
+            for p in 0..scenes.len() {
+                tally.add(&seed_checks[best_of(seed_scores, p, args.best_of)][p]);
+            }
+            tally
+        })
         .collect();
 
     let per_group = |group: Option<usize>, name: &'static str| {
         let images = match group {
             Some(g) => tallies[0].groups[g].0,
-            None => args.prompts,
+            None => setup.prompts,
         };
         let acc: Vec<f64> = tallies.iter().map(|t| t.rates(group).0).collect();
         let partial: Vec<f64> = tallies.iter().map(|t| t.rates(group).1).collect();
@@ -254,12 +347,13 @@ pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<(
             images_per_seed: images,
             all_correct: mean_ci(&acc),
             partial_credit: mean_ci(&partial),
+            partial_credit_per_seed: partial,
         }
     };
     let report = Report {
         model: args.model.display().to_string(),
-        split: args.split.clone(),
-        prompts: args.prompts,
+        split: setup.split.clone(),
+        prompts: setup.prompts,
         seeds: args.seeds,
         sampler: args.sampler.clone(),
         steps: args.steps,
@@ -271,8 +365,13 @@ pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<(
             per_group(Some(1), "two objects"),
             per_group(None, "all"),
         ],
+        checks: checks::rows(&check_tallies),
     };
-    let table = markdown(&report);
+    let table = format!(
+        "{}\n{}",
+        markdown(&report),
+        checks::markdown(&report.checks)
+    );
     println!("{table}");
     if let Some(path) = &args.output {
         write(path, &serde_json::to_string_pretty(&report)?)?;
@@ -295,9 +394,14 @@ pub fn progress(len: u64) -> ProgressBar {
 
 fn markdown(r: &Report) -> String {
     let pct = |m: MeanCi| format!("{:.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.ci95);
+    let source = if r.split == "listed" {
+        format!("{} listed captions", r.prompts)
+    } else {
+        format!("{} prompts of the {} split", r.prompts, r.split)
+    };
     let mut out = format!(
-        "{} on {} prompts of the {} split, {} seeds, {} {} steps, guidance {}, best of {} ({} NFE per image); mean ± 95% CI over seeds\n\n| prompts | images per seed | all-correct % | partial credit % |\n|---|---|---|---|\n",
-        r.model, r.prompts, r.split, r.seeds, r.sampler, r.steps, r.guidance, r.best_of, r.nfe_per_image
+        "{} on {source}, {} seeds, {} {} steps, guidance {}, best of {} ({} NFE per image); mean ± 95% CI over seeds\n\n| prompts | images per seed | all-correct % | partial credit % |\n|---|---|---|---|\n",
+        r.model, r.seeds, r.sampler, r.steps, r.guidance, r.best_of, r.nfe_per_image
     );
     for row in &r.rows {
         out.push_str(&format!(

@@ -58,12 +58,45 @@ fn shapes_writes_a_table_with_intervals_over_seeds() {
         .iter()
         .filter(|r| r["images_per_seed"].as_u64() > Some(0))
     {
+        let per_seed: Vec<f64> = r["partial_credit_per_seed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(per_seed.len(), 2, "{r}");
+        let mean = r["partial_credit"]["mean"].as_f64().unwrap();
+        assert!(
+            (per_seed.iter().sum::<f64>() / 2.0 - mean).abs() < 1e-12,
+            "{r}"
+        );
         for key in ["all_correct", "partial_credit"] {
             let m = &r[key];
             assert_eq!(m["n"], 2);
             let (mean, ci) = (m["mean"].as_f64().unwrap(), m["ci95"].as_f64().unwrap());
             assert!((0.0..=1.0).contains(&mean) && ci >= 0.0, "{key}: {m}");
         }
+    }
+    // The checks one by one: per named object, per pair and per image.
+    let checks = report["checks"].as_array().unwrap();
+    let per_seed: Vec<u64> = checks
+        .iter()
+        .map(|c| c["per_seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        per_seed,
+        [
+            images[0] + 2 * images[1],
+            images[0] + 2 * images[1],
+            images[1],
+            6
+        ],
+        "{checks:?}"
+    );
+    for c in checks.iter().filter(|c| c["per_seed"].as_u64() > Some(0)) {
+        let mean = c["passed"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{c}");
+        assert_eq!(c["passed"]["n"], 2);
     }
     // Best-of-2 keeps the better of two candidates: never below best-of-1 on the same seeds.
     let report2 = tiny_shapes_eval(&tmp.path().join("r/best-of-2.json"), &["--best-of", "2"]);
@@ -75,6 +108,81 @@ fn shapes_writes_a_table_with_intervals_over_seeds() {
     );
     let table = std::fs::read_to_string(out.with_extension("md")).unwrap();
     assert!(table.contains("| two objects |"), "{table}");
+    assert!(table.contains("| relation right (pairs) |"), "{table}");
+}
+
+#[test]
+fn shapes_scores_listed_captions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("listed.json");
+    let run = eval(&[
+        "shapes",
+        "--model",
+        "tests/fixtures/pipeline/tiny-sdxl",
+        "--caption",
+        "a red circle",
+        "--caption",
+        "a green square above a blue triangle",
+        "--caption",
+        "a yellow square",
+        "--seeds",
+        "2",
+        "--steps",
+        "2",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["split"], "listed");
+    assert_eq!(report["prompts"], 3);
+    let images: Vec<u64> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["images_per_seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(images, [2, 1, 3], "two single objects and one pair");
+    let per_seed: Vec<u64> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["per_seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_seed, [4, 4, 1, 3]);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("on 3 listed captions"));
+
+    let bad = eval(&[
+        "shapes",
+        "--model",
+        "tests/fixtures/pipeline/tiny-sdxl",
+        "--caption",
+        "a purple circle",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--caption `a purple circle`"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let both = eval(&[
+        "shapes",
+        "--model",
+        "tests/fixtures/pipeline/tiny-sdxl",
+        "--caption",
+        "a red circle",
+        "--split",
+        "train",
+    ]);
+    assert!(
+        !both.status.success(),
+        "a caption list and a split conflict"
+    );
 }
 
 #[test]

@@ -14,6 +14,6 @@ mod vocab;
 pub use render::{render, Image, Placement};
 pub use rng::SplitMix64;
 pub use scene::{Color, Object, Relation, Scene, Shape, COLORS, RELATIONS, SHAPES};
-pub use score::{score, ShapesScore};
+pub use score::{checks, score, Checks, ShapesScore};
 pub use split::{is_held_out, sample_scene, SceneList, ShapesWorld, Split};
 pub use vocab::{caption_words, clip_tokenizer_files, clip_vocab_size};

@@ -104,15 +104,66 @@ fn shape_of(c: &Component) -> Shape {
     }
 }
 
+/// The scorer's checks of one image against its caption, each on its own; the second object's
+/// checks and the relation are `None` for a single-object caption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    /// The first object's colour is there (a component of at least 8 pixels).
+    pub first_found: bool,
+    /// ... and its largest component has the named shape.
+    pub first_shape: bool,
+    pub second_found: Option<bool>,
+    pub second_shape: Option<bool>,
+    /// The two objects' centroids are in the named relation along its axis.
+    pub relation: Option<bool>,
+    /// The image has exactly as many objects (of any colour) as the caption names.
+    pub count: bool,
+}
+
+impl Checks {
+    /// Every check that applies, in the order first found, first shape, [second found, second
+    /// shape, relation,] count.
+    pub fn all(&self) -> Vec<bool> {
+        [
+            Some(self.first_found),
+            Some(self.first_shape),
+            self.second_found,
+            self.second_shape,
+            self.relation,
+            Some(self.count),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Partial credit (the fraction of checks passed) and the all-correct flag.
+    pub fn score(&self) -> ShapesScore {
+        let all = self.all();
+        let passed = all.iter().filter(|&&c| c).count();
+        ShapesScore {
+            partial: passed as f64 / all.len() as f64,
+            all_correct: passed == all.len(),
+        }
+    }
+}
+
 /// Scores an RGB8 image (`size` x `size`) against a caption of this world. A caption outside the
 /// world's grammar scores 0.
 pub fn score(rgb: &[u8], size: usize, caption: &str) -> ShapesScore {
-    let Some(scene) = Scene::parse(caption) else {
-        return ShapesScore {
+    checks(rgb, size, caption).map_or(
+        ShapesScore {
             partial: 0.0,
             all_correct: false,
-        };
-    };
+        },
+        |c| c.score(),
+    )
+}
+
+/// The scorer's checks of an RGB8 image (`size` x `size`) against a caption of this world;
+/// `None` for a caption outside the world's grammar.
+pub fn checks(rgb: &[u8], size: usize, caption: &str) -> Option<Checks> {
+    let scene = Scene::parse(caption)?;
     let labels = classify(rgb);
     let found = |o: Object| {
         components(&labels, size, o.color)
@@ -129,17 +180,13 @@ pub fn score(rgb: &[u8], size: usize, caption: &str) -> ShapesScore {
                 .count()
         })
         .sum();
-    let mut checks = Vec::with_capacity(6);
     let a = found(scene.first);
-    checks.push(a.is_some());
-    checks.push(a.is_some_and(|c| shape_of(&c) == scene.first.shape));
-    let expected_objects = match scene.second {
-        None => 1,
+    let shape_ok = |c: Option<Component>, o: Object| c.is_some_and(|c| shape_of(&c) == o.shape);
+    let (second_found, second_shape, relation) = match scene.second {
+        None => (None, None, None),
         Some((relation, second)) => {
             let b = found(second);
-            checks.push(b.is_some());
-            checks.push(b.is_some_and(|c| shape_of(&c) == second.shape));
-            checks.push(match (a, b) {
+            let related = match (a, b) {
                 (Some(a), Some(b)) => {
                     let (dx, dy) = (b.cx - a.cx, b.cy - a.cy);
                     match relation {
@@ -150,14 +197,17 @@ pub fn score(rgb: &[u8], size: usize, caption: &str) -> ShapesScore {
                     }
                 }
                 _ => false,
-            });
-            2
+            };
+            (Some(b.is_some()), Some(shape_ok(b, second)), Some(related))
         }
     };
-    checks.push(significant == expected_objects);
-    let passed = checks.iter().filter(|&&c| c).count();
-    ShapesScore {
-        partial: passed as f64 / checks.len() as f64,
-        all_correct: passed == checks.len(),
-    }
+    let expected_objects = if scene.second.is_some() { 2 } else { 1 };
+    Some(Checks {
+        first_found: a.is_some(),
+        first_shape: shape_ok(a, scene.first),
+        second_found,
+        second_shape,
+        relation,
+        count: significant == expected_objects,
+    })
 }

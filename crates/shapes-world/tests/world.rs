@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use shapes_world::{
-    is_held_out, score, Color, Object, Scene, SceneList, ShapesWorld, Split, COLORS, RELATIONS,
-    SHAPES,
+    checks, is_held_out, score, Checks, Color, Object, Scene, SceneList, ShapesWorld, Split,
+    COLORS, RELATIONS, SHAPES,
 };
 
 fn world(split: Split) -> ShapesWorld {
@@ -136,4 +136,98 @@ fn a_scene_list_cycles_its_scenes_at_varied_layouts() {
         ..list
     };
     assert_eq!(empty.get(0), None);
+}
+
+#[test]
+fn each_check_fails_on_its_own() {
+    let list = SceneList {
+        scenes: vec![Scene::parse("a red square above a blue triangle").unwrap()],
+        size: 32,
+        seed: 11,
+    };
+    let (scene, image) = list.get(0).unwrap();
+    let check = |caption: &str| checks(&image.rgb, image.size, caption).expect("a world caption");
+    let right = Checks {
+        first_found: true,
+        first_shape: true,
+        second_found: Some(true),
+        second_shape: Some(true),
+        relation: Some(true),
+        count: true,
+    };
+    assert_eq!(check(&scene.to_string()), right);
+    assert_eq!(
+        check("a red circle above a blue triangle"),
+        Checks {
+            first_shape: false,
+            ..right
+        }
+    );
+    assert_eq!(
+        check("a red square above a blue square"),
+        Checks {
+            second_shape: Some(false),
+            ..right
+        }
+    );
+    assert_eq!(
+        check("a red square below a blue triangle"),
+        Checks {
+            relation: Some(false),
+            ..right
+        }
+    );
+    // A colour that is not there: neither it nor its shape is found, nor a relation to it.
+    assert_eq!(
+        check("a green square above a blue triangle"),
+        Checks {
+            first_found: false,
+            first_shape: false,
+            relation: Some(false),
+            ..right
+        }
+    );
+    // One object named, two drawn.
+    assert_eq!(
+        check("a red square"),
+        Checks {
+            second_found: None,
+            second_shape: None,
+            relation: None,
+            count: false,
+            ..right
+        }
+    );
+    assert_eq!(checks(&image.rgb, 32, "a photo of a cat"), None);
+    // A third blob of 9 yellow pixels in a corner: an object too many.
+    let mut extra = image.rgb.clone();
+    for y in 0..3 {
+        for x in 0..3 {
+            let i = (y * 32 + x) * 3;
+            extra[i..i + 3].copy_from_slice(&Color::Yellow.rgb());
+        }
+    }
+    assert_eq!(
+        checks(&extra, 32, &scene.to_string()),
+        Some(Checks {
+            count: false,
+            ..right
+        })
+    );
+
+    // The score is the checks' pass rate, on ground truth and on wrong captions alike.
+    let w = world(Split::Train);
+    for i in 0..200 {
+        let (scene, image) = w.get(i);
+        let (other, _) = w.get(5_000 + i);
+        for caption in [scene.to_string(), other.to_string()] {
+            let c = checks(&image.rgb, image.size, &caption).unwrap();
+            assert_eq!(c.all().len(), if c.relation.is_some() { 6 } else { 3 });
+            assert_eq!(
+                c.score(),
+                score(&image.rgb, image.size, &caption),
+                "{caption}"
+            );
+        }
+    }
 }
