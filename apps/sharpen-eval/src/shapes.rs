@@ -306,7 +306,7 @@ pub fn run<B: Backend>(args: &ShapesArgs, device: B::Device) -> anyhow::Result<(
         &bar,
         |rgb, caption| {
             shapes_world::checks(rgb, setup.resolution, caption)
-                .expect("the split's captions are the world's")
+                .expect("every caption is written from a parsed scene")
         },
     )?;
     bar.finish_and_clear();

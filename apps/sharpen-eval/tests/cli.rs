@@ -12,6 +12,22 @@ fn eval(args: &[&str]) -> std::process::Output {
         .expect("runs sharpen-eval")
 }
 
+/// Runs sharpen-eval with `args` and requires it to succeed.
+fn eval_ok(args: &[&str]) -> std::process::Output {
+    let run = eval(args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run
+}
+
+/// A JSON file the command wrote.
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// `sharpen-eval shapes` on the tiny pipeline: 6 prompts, 2 seeds, 3 steps, writing `out`.
 fn tiny_shapes_eval(out: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
@@ -30,14 +46,9 @@ fn tiny_shapes_eval(out: &Path, extra: &[&str]) -> serde_json::Value {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let run = eval(&args);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = eval_ok(&args);
     assert!(String::from_utf8_lossy(&run.stdout).contains("all-correct %"));
-    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+    json(out)
 }
 
 #[test]
@@ -115,7 +126,7 @@ fn shapes_writes_a_table_with_intervals_over_seeds() {
 fn shapes_scores_listed_captions() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("listed.json");
-    let run = eval(&[
+    let run = eval_ok(&[
         "shapes",
         "--model",
         "tests/fixtures/pipeline/tiny-sdxl",
@@ -132,13 +143,7 @@ fn shapes_scores_listed_captions() {
         "--output",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let report = json(&out);
     assert_eq!(report["split"], "listed");
     assert_eq!(report["prompts"], 3);
     let images: Vec<u64> = report["rows"]
@@ -424,7 +429,7 @@ fn the_shipped_model_scores_as_its_committed_ledger_record() {
     // [seed][candidate][prompt] = [partial credit, all correct]).
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("base.json");
-    let run = eval(&[
+    eval_ok(&[
         "shapes",
         "--model",
         "assets/shapes-model",
@@ -433,13 +438,7 @@ fn the_shipped_model_scores_as_its_committed_ledger_record() {
         "--output",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let got: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let got = json(&out);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let ledger: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
