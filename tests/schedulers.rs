@@ -167,4 +167,16 @@ fn any_sampler_builds_from_another_samplers_config() {
         err.to_string().contains("beta_schedule") && err.to_string().contains("quadratic"),
         "{err}"
     );
+    // A field that would change the schedule is refused, not ignored; `false` is the default.
+    let off = json.replace(
+        "\"skip_prk_steps\"",
+        "\"rescale_betas_zero_snr\": false, \"skip_prk_steps\"",
+    );
+    assert!(off.contains("rescale_betas_zero_snr"));
+    let parse = |text: &str| {
+        SchedulerConfig::try_from(serde_json::from_str::<SchedulerConfigJson>(text).unwrap())
+    };
+    assert_eq!(parse(&off).unwrap(), config);
+    let err = parse(&off.replace(": false, \"skip", ": true, \"skip")).unwrap_err();
+    assert!(err.to_string().contains("rescale_betas_zero_snr"), "{err}");
 }

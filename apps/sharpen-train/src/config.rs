@@ -10,6 +10,7 @@ use sharpen_lora::LoraConfig;
 pub use crate::sections::{CacheSection, MarginForm, Precision, Renoise, RlhfSection, SelectBy};
 use sharpen_loss::RewardMargin;
 use sharpen_rewards::RewardSpec;
+use sharpen_schedulers::PredictionType;
 use sharpen_trainer::{
     DdpoConfig, DpoConfig, OptimConfig, RlhfConfig, RlhfSelect, TrajectoryConfig,
 };
@@ -17,7 +18,8 @@ use sharpen_trainer::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// eps-MSE on (image, caption) pairs at one random timestep.
+    /// MSE to the model's prediction target (the noise for SDXL; `v` or the clean sample when
+    /// the scheduler config says so) on (image, caption) pairs at one random timestep.
     Standard,
     /// Diffusion-Sharpening, SFT (method.md section 4).
     SharpenSft,
@@ -39,6 +41,26 @@ impl Method {
     /// take a prompt list and need no images.
     pub fn online(self) -> bool {
         matches!(self, Self::SharpenRlhf | Self::Ddpo | Self::DiffusionDpo)
+    }
+
+    /// The name the config and `--method` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::SharpenSft => "sharpen-sft",
+            Self::SharpenRlhf => "sharpen-rlhf",
+            Self::Autoencoder => "autoencoder",
+            Self::Ddpo => "ddpo",
+            Self::DiffusionDpo => "diffusion-dpo",
+        }
+    }
+
+    /// Whether the method trains models of this prediction type. The sharpening methods and the
+    /// RL baselines are written for noise prediction (method.md section 2: their losses and log
+    /// probabilities are in the noise), so they train only such models; standard fine-tuning
+    /// trains any, and the autoencoder no UNet.
+    pub fn trains(self, prediction: PredictionType) -> bool {
+        matches!(self, Self::Standard | Self::Autoencoder) || prediction == PredictionType::Epsilon
     }
 }
 

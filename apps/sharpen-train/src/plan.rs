@@ -16,6 +16,7 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
     let cfg = &opts.config;
     let pipe = SdxlPipeline::<B::InnerBackend>::load(&cfg.model, &LoadOptions::default(), device)
         .with_context(|| format!("loading the pipeline {}", cfg.model.display()))?;
+    crate::setup::check_prediction(cfg.method, pipe.scheduler.prediction, &cfg.model)?;
     let scale = pipe.vae.config.downscale();
     if !cfg.resolution.is_multiple_of(scale) {
         bail!(

@@ -58,6 +58,7 @@ pub fn run<B: AutodiffBackend>(
 
     let pipe = SdxlPipeline::<B::InnerBackend>::load(&cfg.model, &LoadOptions::default(), &device)
         .with_context(|| format!("loading the pipeline {}", cfg.model.display()))?;
+    crate::setup::check_prediction(cfg.method, pipe.scheduler.prediction, &cfg.model)?;
     let source = Source::open(&cfg.data, cfg.resolution, cfg.seed, cfg.shard)?;
     let reward = reward::<B::InnerBackend>(&cfg.reward, &device)?;
     let mut caches = Caches::open(&cfg.cache, &cfg.model)?;

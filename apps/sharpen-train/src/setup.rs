@@ -9,10 +9,11 @@ use sdxl_text::{PromptBatch, SdxlTextEncoders, SdxlTokenizers};
 use sdxl_unet::{AddedCond, UNet2DConditionModel};
 use sdxl_vae::AutoencoderKL;
 use sharpen_rewards::Reward;
+use sharpen_schedulers::PredictionType;
 use sharpen_trainer::train::run_dir::RunDir;
 use sharpen_trainer::{Rollout, TextCond, Trainer};
 
-use crate::config::RewardConfig;
+use crate::config::{Method, RewardConfig};
 use crate::data::{image_tensor, Source};
 use crate::model::Trainable;
 use crate::run::RunOptions;
@@ -118,6 +119,29 @@ pub fn micro_means(micro: &[(f64, Option<RewardStats>)]) -> (f64, Option<RewardS
             out
         });
     (loss, rewards)
+}
+
+/// Refuses a model whose scheduler predicts something other than what `method` trains: the
+/// sharpening methods and the RL baselines are written for noise prediction.
+pub fn check_prediction(
+    method: Method,
+    prediction: PredictionType,
+    model: &std::path::Path,
+) -> anyhow::Result<()> {
+    if method.trains(prediction) {
+        return Ok(());
+    }
+    let name = match prediction {
+        PredictionType::Epsilon => "epsilon",
+        PredictionType::VPrediction => "v_prediction",
+        PredictionType::Sample => "sample",
+    };
+    bail!(
+        "{}: `prediction_type` is `{name}`, and method `{}` trains only noise-prediction \
+         (`epsilon`) models (method.md section 2); `standard` fine-tunes any prediction type",
+        model.join("scheduler/scheduler_config.json").display(),
+        method.as_str()
+    )
 }
 
 /// The trainer, fresh or resumed. `base`: the frozen UNet that LoRA adapters apply to.

@@ -14,8 +14,8 @@ use sharpen_schedulers::Sampler;
 use sharpen_trainer::train::rng::RunRng;
 use sharpen_trainer::{
     ddpo_grads, ddpo_step, dpo_grads, dpo_step, lift_cond, rlhf_grads, rlhf_step, sft_grads,
-    sft_step, standard_input, standard_loss, DdpoDraw, DdpoInputs, DpoDraw, DpoInputs, RlhfDraw,
-    RlhfInputs, Sampling, SftInputs, StepModels, TextCond, VaeDecoder,
+    sft_step, standard_input, standard_loss, standard_target, DdpoDraw, DdpoInputs, DpoDraw,
+    DpoInputs, RlhfDraw, RlhfInputs, Sampling, SftInputs, StepModels, TextCond, VaeDecoder,
 };
 
 use crate::config::{Method, Renoise, TrainConfig};
@@ -225,17 +225,18 @@ pub fn compute<B: AutodiffBackend>(
     let (traj, ref_unet) = (&cfg.trajectory, &kit.pipe.unet);
     Ok(match cfg.method {
         Method::Standard if ckpt => {
-            let eps = draw.eps.clone();
-            let input = standard_input(
-                &kit.pipe.scheduler.schedule,
-                x0(),
-                draw.eps,
+            let (schedule, x0) = (&kit.pipe.scheduler.schedule, x0());
+            let target = standard_target(
+                schedule,
+                kit.pipe.scheduler.prediction,
+                x0.clone(),
+                draw.eps.clone(),
                 &draw.timesteps,
-                cond(),
             );
-            let eps = Tensor::<B, 4>::from_inner(eps);
+            let input = standard_input(schedule, x0, draw.eps, &draw.timesteps, cond());
+            let target = Tensor::<B, 4>::from_inner(target);
             let (value, grads) =
-                unet.checkpointed_grads(input, |out| (out - eps).powi_scalar(2).mean());
+                unet.checkpointed_grads(input, |out| (out - target).powi_scalar(2).mean());
             (Computed::Grads(value, grads), None)
         }
         Method::Standard => {
@@ -248,6 +249,7 @@ pub fn compute<B: AutodiffBackend>(
             let loss = standard_loss(
                 unet,
                 &kit.pipe.scheduler.schedule,
+                kit.pipe.scheduler.prediction,
                 Tensor::from_inner(x0()),
                 Tensor::from_inner(draw.eps),
                 &draw.timesteps,

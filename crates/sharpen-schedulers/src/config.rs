@@ -58,6 +58,10 @@ pub struct SchedulerConfigJson {
     pub use_karras_sigmas: Option<bool>,
     #[serde(default)]
     pub interpolation_type: Option<String>,
+    /// diffusers' zero-terminal-SNR rescaling of the betas: not implemented here, so `true` is
+    /// refused rather than read as another schedule.
+    #[serde(default)]
+    pub rescale_betas_zero_snr: bool,
 }
 
 /// What the model predicts.
@@ -181,6 +185,12 @@ impl TryFrom<SchedulerConfigJson> for SchedulerConfig {
                 ))
             }
         };
+        if j.rescale_betas_zero_snr {
+            return Err(bad(
+                "rescale_betas_zero_snr",
+                "`true` (zero terminal SNR) is not supported; this schedule would be another one",
+            ));
+        }
         if let Some(interp) = j.interpolation_type.as_deref().filter(|i| *i != "linear") {
             return Err(bad(
                 "interpolation_type",

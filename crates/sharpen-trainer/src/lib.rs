@@ -26,7 +26,7 @@ pub use rlhf::{
     generate, guided_eps, rlhf_step, RlhfConfig, RlhfDraw, RlhfInputs, RlhfSelect, RlhfStep,
     RlhfStepValue,
 };
-pub use standard::{standard_input, standard_loss};
+pub use standard::{standard_input, standard_loss, standard_target};
 pub use timesteps::RowTimesteps;
 pub use train::{OptimConfig, StepReport, Trainer};
 pub use trajectory::{

@@ -8,7 +8,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use sdxl_unet::{AddedCond, UNet2DConditionModel, UNetConfig};
-use sharpen_schedulers::SchedulerConfig;
+use sharpen_schedulers::{PredictionType, SchedulerConfig};
 use sharpen_trainer::train::sync::{Peer, SyncError};
 use sharpen_trainer::{standard_loss, OptimConfig, TextCond, Trainer};
 
@@ -59,6 +59,7 @@ fn train(mut trainer: Trainer<AD, Unet>, rank: usize, world: usize) -> (Unet, Ve
         let loss = standard_loss(
             trainer.model(),
             &schedule,
+            PredictionType::Epsilon,
             t(rows(x0, BATCH, mine.clone()), [local, 4, 8, 8]),
             t(rows(eps, BATCH, mine.clone()), [local, 4, 8, 8]),
             &steps[mine.clone()],

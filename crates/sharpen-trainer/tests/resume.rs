@@ -8,7 +8,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use sdxl_unet::{AddedCond, UNet2DConditionModel, UNetConfig};
-use sharpen_schedulers::SchedulerConfig;
+use sharpen_schedulers::{PredictionType, SchedulerConfig};
 use sharpen_trainer::train::lr::LrSchedule;
 use sharpen_trainer::train::run_dir::{RunDir, RunDirError};
 use sharpen_trainer::{standard_loss, OptimConfig, TextCond, Trainer};
@@ -66,7 +66,15 @@ fn train(trainer: &mut Trainer<AD, UNet2DConditionModel<AD>>, run: &RunDir, unti
             }),
         };
         trainer.state.data_cursor += 2;
-        let loss = standard_loss(trainer.model(), &schedule, x0, eps, &steps, &cond);
+        let loss = standard_loss(
+            trainer.model(),
+            &schedule,
+            PredictionType::Epsilon,
+            x0,
+            eps,
+            &steps,
+            &cond,
+        );
         let value = loss.clone().into_scalar();
         let grads = GradientsParams::from_grads(loss.backward(), trainer.model());
         if let Some(report) = trainer.accumulate(grads).unwrap() {
