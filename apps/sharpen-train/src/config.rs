@@ -43,24 +43,19 @@ impl Method {
         matches!(self, Self::SharpenRlhf | Self::Ddpo | Self::DiffusionDpo)
     }
 
-    /// The name the config and `--method` use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Standard => "standard",
-            Self::SharpenSft => "sharpen-sft",
-            Self::SharpenRlhf => "sharpen-rlhf",
-            Self::Autoencoder => "autoencoder",
-            Self::Ddpo => "ddpo",
-            Self::DiffusionDpo => "diffusion-dpo",
-        }
-    }
-
     /// Whether the method trains models of this prediction type. The sharpening methods and the
     /// RL baselines are written for noise prediction (method.md section 2: their losses and log
     /// probabilities are in the noise), so they train only such models; standard fine-tuning
     /// trains any, and the autoencoder no UNet.
     pub fn trains(self, prediction: PredictionType) -> bool {
         matches!(self, Self::Standard | Self::Autoencoder) || prediction == PredictionType::Epsilon
+    }
+}
+
+/// The name the config and `--method` use (serde's, so there is one spelling).
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.serialize(f)
     }
 }
 
@@ -94,12 +89,15 @@ impl RewardConfig {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DataConfig {
     /// The shapes world's training split, rendered on the fly (images and captions); with
-    /// `prompts`, only those captions, each at fresh random layouts.
+    /// `prompts`, only those captions, each at fresh random layouts, or with `layouts` as well,
+    /// at that many fixed layouts each (a small dataset of `prompts x layouts` images).
     Shapes {
         #[serde(default)]
         seed: u64,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         prompts: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layouts: Option<usize>,
     },
     /// A prompt list (RLHF only): `.txt` (one per line), `.jsonl` (`prompt` / `text`, or
     /// `field`), DrawBench-style `.csv` (`Prompts` column, or `field`).
@@ -529,7 +527,20 @@ impl TrainConfig {
                 return Err(field("validation.batch_size", "must be at least 1".into()));
             }
         }
-        if let DataConfig::Shapes { prompts, .. } = &self.data {
+        if let DataConfig::Shapes {
+            prompts, layouts, ..
+        } = &self.data
+        {
+            match layouts {
+                Some(0) => return Err(field("data.layouts", "must be at least 1".into())),
+                Some(_) if prompts.is_empty() => {
+                    return Err(field(
+                        "data.layouts",
+                        "fixes the layouts of listed captions: set `data.prompts` too".into(),
+                    ))
+                }
+                _ => {}
+            }
             crate::data::listed_scenes(prompts, self.resolution)?;
         }
         if !self.method.online() && matches!(self.data, DataConfig::Prompts { .. }) {

@@ -131,7 +131,9 @@ pub fn listed_scenes(prompts: &[String], resolution: usize) -> anyhow::Result<Ve
 /// The rows of a dataset.
 enum Rows {
     Shapes(ShapesWorld),
-    Scenes(SceneList),
+    /// Listed scenes; with `Some(rows)`, example `i` is item `i % rows` of the list (a fixed set
+    /// of layouts per scene), else a fresh layout every time.
+    Scenes(SceneList, Option<u64>),
     Prompts(Vec<String>, Order),
     Images {
         order: Order,
@@ -147,14 +149,18 @@ impl Rows {
     /// `seed` (the run's) orders shuffled datasets.
     fn open(config: &DataConfig, resolution: usize, seed: u64) -> anyhow::Result<Self> {
         Ok(match config {
-            DataConfig::Shapes { seed, prompts } if prompts.is_empty() => {
+            DataConfig::Shapes { seed, prompts, .. } if prompts.is_empty() => {
                 Rows::Shapes(ShapesWorld {
                     split: Split::Train,
                     size: resolution,
                     seed: *seed,
                 })
             }
-            DataConfig::Shapes { seed, prompts } => {
+            DataConfig::Shapes {
+                seed,
+                prompts,
+                layouts,
+            } => {
                 let scenes = listed_scenes(prompts, resolution)?;
                 let held_out = scenes
                     .iter()
@@ -166,11 +172,15 @@ impl Rows {
                         scenes.len()
                     );
                 }
-                Rows::Scenes(SceneList {
-                    scenes,
-                    size: resolution,
-                    seed: *seed,
-                })
+                let fixed = layouts.map(|k| (k * scenes.len()) as u64);
+                Rows::Scenes(
+                    SceneList {
+                        scenes,
+                        size: resolution,
+                        seed: *seed,
+                    },
+                    fixed,
+                )
             }
             DataConfig::Prompts {
                 path,
@@ -274,7 +284,8 @@ impl Rows {
                     image: Some(image.rgb),
                 }
             }
-            Rows::Scenes(list) => {
+            Rows::Scenes(list, fixed) => {
+                let index = fixed.map_or(index, |rows| index % rows);
                 // `listed_scenes` rendered every scene at this size.
                 let (scene, image) = list.get(index).expect("a layout at the checked size");
                 Example {
@@ -381,7 +392,8 @@ impl Source {
     /// Rows of the dataset (all ranks together); `None` for the endless shapes world.
     pub fn rows(&self) -> Option<usize> {
         match &self.rows {
-            Rows::Shapes(_) | Rows::Scenes(_) => None,
+            Rows::Shapes(_) | Rows::Scenes(_, None) => None,
+            Rows::Scenes(_, Some(rows)) => Some(*rows as usize),
             Rows::Prompts(list, _) => Some(list.len()),
             Rows::Images { folder, .. } => Some(folder.len()),
         }
@@ -439,7 +451,11 @@ mod tests {
             "a red circle".to_string(),
             "A blue square above a green triangle ".to_string(),
         ];
-        let config = DataConfig::Shapes { seed: 0, prompts };
+        let config = DataConfig::Shapes {
+            seed: 0,
+            prompts,
+            layouts: None,
+        };
         let source = Source::open(&config, 32, 9, Shard::default()).unwrap();
         assert_eq!(source.rows(), None, "endless: fresh layouts every pass");
         let got: Vec<Example> = (0..6).map(|i| source.get(i)).collect();
@@ -454,6 +470,7 @@ mod tests {
         }
         assert_ne!(got[0].image, got[2].image, "a new layout each time round");
         let bad = DataConfig::Shapes {
+            layouts: None,
             seed: 0,
             prompts: vec!["a red circle".into(), "a purple circle".into()],
         };
@@ -465,6 +482,45 @@ mod tests {
             err.contains("data.prompts[1]") && err.contains("a purple circle"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn shapes_layouts_fix_a_small_dataset() {
+        let prompts: Vec<String> = vec![
+            "a red circle".into(),
+            "a blue square above a green triangle".into(),
+        ];
+        let config = DataConfig::Shapes {
+            seed: 0,
+            prompts: prompts.clone(),
+            layouts: Some(3),
+        };
+        let source = Source::open(&config, 32, 9, Shard::default()).unwrap();
+        assert_eq!(source.rows(), Some(6), "2 captions x 3 layouts");
+        let image = |i: u64| source.get(i).image.expect("an image");
+        for i in 0..6 {
+            assert_eq!(image(i), image(i + 6), "example {i} comes round again");
+            assert_eq!(image(i), image(i + 60), "example {i} ten passes on");
+        }
+        for (a, b) in [(0, 2), (0, 4), (2, 4), (1, 3), (1, 5), (3, 5)] {
+            assert_eq!(source.get(a).prompt, source.get(b).prompt);
+            assert_ne!(
+                image(a),
+                image(b),
+                "examples {a} and {b}: two layouts of one caption"
+            );
+        }
+        // The fixed layouts are the first ones the endless list draws.
+        let endless = DataConfig::Shapes {
+            seed: 0,
+            prompts,
+            layouts: None,
+        };
+        let endless = Source::open(&endless, 32, 9, Shard::default()).unwrap();
+        for i in 0..6 {
+            assert_eq!(endless.get(i).image.unwrap(), image(i), "example {i}");
+        }
+        assert_ne!(endless.get(6).image.unwrap(), image(6));
     }
 
     #[test]

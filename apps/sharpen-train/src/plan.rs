@@ -49,10 +49,24 @@ pub fn dry_run<B: AutodiffBackend>(opts: &RunOptions, device: &B::Device) -> any
     let examples = cfg.steps * micro * cfg.batch_size;
     let queries = per_prompt * cfg.batch_size * micro;
     let data = match source.rows() {
-        Some(rows) => format!(
-            "{rows} rows ({:.1} passes for this rank)",
-            examples as f64 * cfg.shard.world_size as f64 / rows as f64
-        ),
+        Some(rows) => {
+            let fixed = match &cfg.data {
+                DataConfig::Shapes {
+                    prompts,
+                    layouts: Some(k),
+                    ..
+                } => format!(
+                    " (the shapes world, {} listed captions at {k} fixed layout{} each)",
+                    prompts.len(),
+                    if *k == 1 { "" } else { "s" }
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "{rows} rows{fixed} ({:.1} passes for this rank)",
+                examples as f64 * cfg.shard.world_size as f64 / rows as f64
+            )
+        }
         None => match &cfg.data {
             DataConfig::Shapes { prompts, .. } if !prompts.is_empty() => format!(
                 "the shapes world, {} listed captions (rendered on the fly)",

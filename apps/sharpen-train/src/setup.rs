@@ -131,16 +131,11 @@ pub fn check_prediction(
     if method.trains(prediction) {
         return Ok(());
     }
-    let name = match prediction {
-        PredictionType::Epsilon => "epsilon",
-        PredictionType::VPrediction => "v_prediction",
-        PredictionType::Sample => "sample",
-    };
     bail!(
-        "{}: `prediction_type` is `{name}`, and method `{}` trains only noise-prediction \
+        "{}: `prediction_type` is `{}`, and method `{method}` trains only noise-prediction \
          (`epsilon`) models (method.md section 2); `standard` fine-tunes any prediction type",
         model.join("scheduler/scheduler_config.json").display(),
-        method.as_str()
+        prediction.as_str(),
     )
 }
 

@@ -40,34 +40,43 @@ fn every_shipped_training_config_passes_a_dry_run() {
         );
         assert!(!run.exists(), "{}: a dry run writes nothing", cfg.display());
         if cfg.ends_with("configs/quickstart.toml") {
-            // The main job's plan names its two CPU peers and its 8 listed captions.
+            // The main job's plan names its two CPU peers and its dataset: 8 listed captions,
+            // one image each.
             let plan = String::from_utf8_lossy(&out.stdout);
             for line in [
                 "devices: 2 (cpu, cpu); the counts below are per device",
-                "the shapes world, 8 listed captions",
+                "8 rows (the shapes world, 8 listed captions at 1 fixed layout each)",
             ] {
                 assert!(plan.contains(line), "{line}: {plan}");
             }
         }
     }
-    // The shapes world restricted to listed captions: each must be one of the world's.
+    // The shapes world restricted to listed captions: each must be one of the world's; fixed
+    // layouts need the list and at least one layout each.
     let quickstart = std::fs::read_to_string(&configs[0]).unwrap();
-    for (prompts, error) in [
+    let two = "prompts = [\"a red circle\", \"a blue square above a green triangle\"]";
+    for (data, error) in [
+        (two.to_string(), None),
+        (format!("{two}\nlayouts = 3"), None),
         (
-            "[\"a red circle\", \"a blue square above a green triangle\"]",
-            None,
+            "prompts = [\"a red circle\", \"a purple circle\"]".to_string(),
+            Some("config field `data.prompts[1]`: `a purple circle`"),
         ),
         (
-            "[\"a red circle\", \"a purple circle\"]",
-            Some("config field `data.prompts[1]`: `a purple circle`"),
+            format!("{two}\nlayouts = 0"),
+            Some("config field `data.layouts`: must be at least 1"),
+        ),
+        (
+            "layouts = 2".to_string(),
+            Some("config field `data.layouts`: fixes the layouts of listed captions"),
         ),
     ] {
         let cfg = tmp.path().join("prompts.toml");
-        // The quickstart's own [data] section, replaced by one with these prompts.
+        // The quickstart's own [data] section, replaced by this one.
         let start = quickstart.find("[data]").unwrap();
         let end = start + quickstart[start..].find("\n[trajectory]").unwrap();
         let text = format!(
-            "{}[data]\nkind = \"shapes\"\nprompts = {prompts}\n{}",
+            "{}[data]\nkind = \"shapes\"\n{data}\n{}",
             &quickstart[..start],
             &quickstart[end..]
         );
@@ -75,8 +84,18 @@ fn every_shipped_training_config_passes_a_dry_run() {
         let out = train(&["--config", cfg.to_str().unwrap(), "--dry-run"]);
         let err = String::from_utf8_lossy(&out.stderr);
         match error {
-            None => assert!(out.status.success(), "{err}"),
-            Some(e) => assert!(!out.status.success() && err.contains(e), "{err}"),
+            None => assert!(out.status.success(), "{data}: {err}"),
+            Some(e) => assert!(!out.status.success() && err.contains(e), "{data}: {err}"),
+        }
+        if data.ends_with("layouts = 3") {
+            // A fixed set: the plan counts its rows (2 captions x 3 layouts).
+            let plan = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                plan.contains(
+                    "6 rows (the shapes world, 2 listed captions at 3 fixed layouts each) ("
+                ),
+                "{plan}"
+            );
         }
     }
 }

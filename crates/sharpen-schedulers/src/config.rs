@@ -72,6 +72,24 @@ pub enum PredictionType {
     Sample,
 }
 
+impl PredictionType {
+    const ALL: [Self; 3] = [Self::Epsilon, Self::VPrediction, Self::Sample];
+
+    /// diffusers' name, as `prediction_type` spells it in `scheduler_config.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Epsilon => "epsilon",
+            Self::VPrediction => "v_prediction",
+            Self::Sample => "sample",
+        }
+    }
+
+    /// The type diffusers' name means.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
 /// The validated scheduler config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerConfig {
@@ -163,17 +181,15 @@ impl TryFrom<SchedulerConfigJson> for SchedulerConfig {
         if schedule.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
             return Err(bad("beta_start", "betas must lie in [0, 1)"));
         }
-        let prediction = match j.prediction_type.as_str() {
-            "epsilon" => PredictionType::Epsilon,
-            "v_prediction" => PredictionType::VPrediction,
-            "sample" => PredictionType::Sample,
-            other => {
-                return Err(bad(
-                    "prediction_type",
-                    format!("`{other}` is not supported (epsilon, v_prediction, sample)"),
-                ))
-            }
-        };
+        let prediction = PredictionType::parse(&j.prediction_type).ok_or_else(|| {
+            bad(
+                "prediction_type",
+                format!(
+                    "`{}` is not supported (epsilon, v_prediction, sample)",
+                    j.prediction_type
+                ),
+            )
+        })?;
         let spacing = match j.timestep_spacing.as_str() {
             "leading" => TimestepSpacing::Leading,
             "trailing" => TimestepSpacing::Trailing,
@@ -229,5 +245,23 @@ impl SchedulerConfig {
             clip_sample_range: 1.0,
             use_karras_sigmas: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PredictionType;
+
+    #[test]
+    fn prediction_types_read_diffusers_names_back() {
+        for p in PredictionType::ALL {
+            assert_eq!(PredictionType::parse(p.as_str()), Some(p), "{p:?}");
+        }
+        assert_eq!(
+            PredictionType::parse("v_prediction"),
+            Some(PredictionType::VPrediction)
+        );
+        assert_eq!(PredictionType::parse("v"), None);
+        assert_eq!(PredictionType::parse("Epsilon"), None);
     }
 }
